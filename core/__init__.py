@@ -1,0 +1,80 @@
+"""diffstack core: interfaces, plugin manager, registry, pipeline, weights, errors, CLI and contract suites.
+
+Public surface (DESIGN §5)::
+
+    reg = core.load_registry()                     # explicit path, $DIFFSTACK_REGISTRY, ./registry.yaml, bundled
+    pipe = reg.build("shapes-tiny", device="cpu")  # a core.Pipeline holding the five parts
+    core.create("scheduler", "ddim", eta=0.0)      # one component, no registry
+    core.available_plugins()                       # {kind: [names]}
+"""
+from importlib.metadata import PackageNotFoundError, version
+
+from core import schedules
+from core.component_spec import ComponentSpec
+from core.create import available_plugins, create
+from core.errors import (
+    ConfigError,
+    DiffstackError,
+    InputError,
+    PluginError,
+    RegistryError,
+    UnknownComponentError,
+    WeightsError,
+)
+from core.hookspecs import hookimpl
+from core.interfaces import (
+    KINDS,
+    Dataset,
+    Denoiser,
+    Encoder,
+    Kind,
+    PredictionType,
+    Sampler,
+    Scheduler,
+    StepCallback,
+    StepEvent,
+    StepOutput,
+    TextConditioner,
+)
+from core.pipeline import Pipeline
+from core.plugin_manager import PluginManager
+from core.registry import Registry, load_registry
+from core.scheduler_from_diffusers import scheduler_from_diffusers
+
+try:
+    __version__ = version("diffstack")
+except PackageNotFoundError:
+    __version__ = "0.0.0+source"
+
+__all__ = [
+    "KINDS",
+    "ComponentSpec",
+    "ConfigError",
+    "Dataset",
+    "Denoiser",
+    "DiffstackError",
+    "Encoder",
+    "InputError",
+    "Kind",
+    "Pipeline",
+    "PluginError",
+    "PluginManager",
+    "PredictionType",
+    "Registry",
+    "RegistryError",
+    "Sampler",
+    "Scheduler",
+    "StepCallback",
+    "StepEvent",
+    "StepOutput",
+    "TextConditioner",
+    "UnknownComponentError",
+    "WeightsError",
+    "available_plugins",
+    "create",
+    "hookimpl",
+    "load_registry",
+    "scheduler_from_diffusers",
+    "schedules",
+    "__version__",
+]

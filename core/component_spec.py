@@ -1,0 +1,56 @@
+"""`ComponentSpec`: what a plugin declares it provides — a kind, a name, a factory and a pydantic Config."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from core.errors import PluginError
+from core.interfaces import KINDS, Kind
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One buildable component.
+
+    kind: one of `core.KINDS`; name: lower-case, unique per kind (`[a-z0-9][a-z0-9_.-]*`);
+    factory: called as `factory(config_instance)` and returns the component;
+    config: a pydantic model with `extra="forbid"`, the single source of defaults and choices;
+    example_config: a small valid config (a dict) that `diffstack check` and the contract suites build,
+    so checking a big model never instantiates its full-size default;
+    description: one line for `diffstack list components`.
+    """
+
+    kind: Kind
+    name: str
+    factory: Callable[[Any], Any]
+    config: type[BaseModel]
+    example_config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"component {self.kind}/{self.name}"
+        if self.kind not in KINDS:
+            raise PluginError(f"{where}: unknown kind {self.kind!r}", hint=f"use one of {', '.join(KINDS)}")
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise PluginError(
+                f"{where}: invalid name {self.name!r}",
+                hint="use lower-case letters, digits, '-', '_' or '.', starting with a letter or digit",
+            )
+        if not callable(self.factory):
+            raise PluginError(f"{where}: factory {self.factory!r} is not callable")
+        if not (isinstance(self.config, type) and issubclass(self.config, BaseModel)):
+            raise PluginError(f"{where}: config must be a pydantic BaseModel class, got {self.config!r}")
+        if self.config.model_config.get("extra") != "forbid":
+            raise PluginError(
+                f"{where}: config model {self.config.__qualname__} accepts unknown keys",
+                hint='set model_config = ConfigDict(extra="forbid", frozen=True) so typos in registry files are caught',
+            )
+
+    def build(self, config: BaseModel) -> Any:
+        """Call the factory on an already validated config instance."""
+        return self.factory(config)

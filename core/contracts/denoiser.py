@@ -1,0 +1,116 @@
+"""Contract suite for `core.Denoiser`: shapes, timestep forms, batch independence, weights round-trip, errors.
+
+Modules are put in eval mode and called under `torch.inference_mode()`, as pipelines do. The weights
+round-trip saves the state with `core.weights.save_state_dict`, perturbs a deep copy and loads the file back
+with `core.weights.load_state_dict` + `load_into`: the copy must then give bit-identical output.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, get_args
+
+import torch
+
+from core.contracts.base import (
+    Contract,
+    NotApplicable,
+    assert_close,
+    assert_equal,
+    assert_finite,
+    evaluated,
+    expect_raises,
+    randn,
+)
+from core.errors import DiffstackError
+from core.interfaces import PredictionType
+from core.weights import load_into, load_state_dict, save_state_dict
+
+
+class DenoiserContract(Contract):
+    """Checks for a `core.Denoiser`. Override the sizes or `timestep` (in [0, num_train_timesteps))."""
+
+    kind = "denoiser"
+    batch_size: ClassVar[int] = 2
+    sample_size: ClassVar[tuple[int, int]] = (8, 8)
+    context_length: ClassVar[int] = 5
+    timestep: ClassVar[int] = 500
+
+    def inputs(self, component: Any, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (sample, context) pair of `batch` items in float32."""
+        sample = randn(batch, component.in_channels, *self.sample_size, seed=seed)  # (B, C, h, w)
+        context = randn(batch, self.context_length, component.context_dim, seed=seed + 1)  # (B, L, D)
+        return sample, context
+
+    @staticmethod
+    def predict(component: Any, sample: torch.Tensor, timestep: Any, context: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return evaluated(component)(sample, timestep, context)
+
+    def test_attributes(self, component: Any) -> None:
+        for name in ("in_channels", "context_dim"):
+            value = getattr(component, name, None)
+            assert isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {value!r}"
+        choices = get_args(PredictionType)
+        prediction_type = getattr(component, "prediction_type", None)
+        assert prediction_type in choices, f"prediction_type must be one of {choices}, got {prediction_type!r}"
+
+    def test_output_shape_and_dtype(self, component: Any) -> None:
+        sample, context = self.inputs(component, self.batch_size)
+        out = self.predict(component, sample, self.timestep, context)
+        assert isinstance(out, torch.Tensor), f"the denoiser returned {type(out).__name__}, expected a tensor"
+        got, expected = (tuple(out.shape), out.dtype), (tuple(sample.shape), sample.dtype)
+        assert got == expected, f"output is {got}, expected the sample's {expected}"
+        assert_finite(out, "output")
+
+    def test_timestep_forms_agree(self, component: Any) -> None:
+        sample, context = self.inputs(component, self.batch_size)
+        t, batch = self.timestep, self.batch_size
+        forms = {
+            "int": t,
+            "float": float(t),
+            "0-d long tensor": torch.tensor(t),
+            "0-d float tensor": torch.tensor(float(t)),
+            "(B,) long tensor": torch.full((batch,), t),
+            "(B,) float tensor": torch.full((batch,), float(t)),
+        }
+        reference = self.predict(component, sample, t, context)
+        for name, timestep in forms.items():
+            assert_close(
+                self.predict(component, sample, timestep, context), reference,
+                f"timestep as {name} against a Python int", atol=1e-5, rtol=1e-4,
+            )
+
+    def test_batch_independence(self, component: Any) -> None:
+        sample, context = self.inputs(component, 3)
+        timesteps = torch.tensor([self.timestep // 4, self.timestep, self.timestep + self.timestep // 2])
+        batch = self.predict(component, sample, timesteps, context)
+        for i in range(3):
+            single = self.predict(component, sample[i : i + 1], timesteps[i : i + 1], context[i : i + 1])
+            assert_close(
+                batch[i : i + 1], single, f"item {i} of a batch of 3 against its single run", atol=1e-5, rtol=1e-4
+            )
+
+    def test_safetensors_round_trip(self, component: Any) -> None:
+        if not isinstance(component, torch.nn.Module):
+            raise NotApplicable("the denoiser is not a torch.nn.Module, so it has no weights to save")
+        sample, context = self.inputs(component, self.batch_size)
+        expected = self.predict(component, sample, self.timestep, context)
+        restored = copy.deepcopy(component)
+        with torch.no_grad():  # move every parameter and every saved floating tensor (buffers included)
+            for tensor in [*restored.parameters(), *restored.state_dict().values()]:
+                if tensor.is_floating_point():
+                    tensor.add_(0.5)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "denoiser.safetensors"
+            save_state_dict(component.state_dict(), path)
+            load_into(restored, load_state_dict(path), component="denoiser", source=str(path))
+        assert_equal(self.predict(restored, sample, self.timestep, context), expected,
+                     "output after a safetensors save / load into a perturbed copy")
+
+    def test_wrong_context_width_is_a_diffstack_error(self, component: Any) -> None:
+        sample, _ = self.inputs(component, self.batch_size)
+        context = randn(self.batch_size, self.context_length, component.context_dim + 1, seed=5)
+        with expect_raises(DiffstackError, f"context of width {component.context_dim + 1} (context_dim + 1)"):
+            self.predict(component, sample, self.timestep, context)

@@ -1,0 +1,77 @@
+"""Contract suite for `core.TextConditioner`: output shape, empty / over-long / unicode prompts, determinism.
+
+A truncation warning may come through `warnings.warn` or a logging record at WARNING or above; both are
+captured. Modules are put in eval mode and called under `torch.inference_mode()`, as pipelines do.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from core.contracts.base import (
+    Contract,
+    assert_close,
+    assert_equal,
+    assert_finite,
+    capture_warnings,
+    evaluated,
+    module_dtype,
+)
+
+UNICODE_PROMPTS = ["café crème brûlée", "東京の夜景、雨", "🚀🎨✨ a rocket 👩‍🚀", "Ünïcödé ∑ ≠ ∞ — “quotes”"]
+
+
+class TextConditionerContract(Contract):
+    """Checks for a `core.TextConditioner`. Override `prompts` if needed."""
+
+    kind = "text"
+    prompts: ClassVar[list[str]] = ["a red circle on a blue background", "a cat", "two small green squares"]
+
+    @staticmethod
+    def embed(component: Any, prompts: list[str]) -> torch.Tensor:
+        with torch.inference_mode():
+            return evaluated(component)(prompts)
+
+    def assert_embeddings(self, component: Any, embeddings: Any, batch: int, what: str) -> None:
+        expected = (batch, component.max_length, component.embedding_dim)
+        assert isinstance(embeddings, torch.Tensor), f"{what}: got {type(embeddings).__name__}, expected a tensor"
+        shape, dtype = tuple(embeddings.shape), embeddings.dtype
+        assert shape == expected, f"{what}: shape {shape}, expected {expected}"
+        assert dtype == module_dtype(component), f"{what}: dtype {dtype}, expected the module's {module_dtype(component)}"
+        assert_finite(embeddings, what)
+
+    def test_attributes(self, component: Any) -> None:
+        for name in ("max_length", "embedding_dim"):
+            value = getattr(component, name, None)
+            assert isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {value!r}"
+
+    def test_output_shape(self, component: Any) -> None:
+        self.assert_embeddings(component, self.embed(component, self.prompts), len(self.prompts), "embeddings")
+
+    def test_empty_prompt(self, component: Any) -> None:
+        self.assert_embeddings(component, self.embed(component, [""]), 1, "embedding of ''")
+        self.assert_embeddings(component, self.embed(component, ["", self.prompts[0]]), 2, "embeddings of ['', …]")
+
+    def test_long_prompt_truncated_with_warning(self, component: Any) -> None:
+        prompt = " ".join(["word"] * (4 * component.max_length))
+        with capture_warnings() as messages:
+            embeddings = self.embed(component, [prompt])
+        self.assert_embeddings(component, embeddings, 1, f"embedding of a {4 * component.max_length}-word prompt")
+        assert messages, (
+            f"a prompt of {4 * component.max_length} words (max_length {component.max_length}) was truncated "
+            "silently; warn with warnings.warn or a logging warning"
+        )
+
+    def test_unicode_and_emoji(self, component: Any) -> None:
+        embeddings = self.embed(component, UNICODE_PROMPTS)
+        self.assert_embeddings(component, embeddings, len(UNICODE_PROMPTS), f"embeddings of {UNICODE_PROMPTS}")
+
+    def test_deterministic(self, component: Any) -> None:
+        assert_equal(self.embed(component, self.prompts), self.embed(component, self.prompts), "two identical calls")
+
+    def test_batch_independence(self, component: Any) -> None:
+        batch = self.embed(component, self.prompts)
+        for i, prompt in enumerate(self.prompts):
+            assert_close(batch[i : i + 1], self.embed(component, [prompt]),
+                         f"prompt {i} ({prompt!r}) in a batch against its single run", atol=1e-5, rtol=1e-4)

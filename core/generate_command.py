@@ -1,0 +1,146 @@
+"""`diffstack generate`: build a pipeline from the registry, generate, write PNGs that carry their recipe."""
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+import core
+from core.errors import InputError
+from core.images import contact_sheet, read_recipe, save_png
+from core.registry import Registry, load_registry
+
+RECIPE_FIELDS = (
+    "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "height", "width", "scheduler", "pipeline",
+    "num_images",
+)
+
+
+def add_generate_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "generate",
+        help="generate images from a prompt",
+        description="Generate images with a registry pipeline; each PNG carries its recipe.",
+        epilog='example: diffstack generate "a large red circle on a blue background" --seed 1 --num-images 4 --grid',
+    )
+    parser.add_argument("prompt", nargs="?", help="the text prompt (omit with --from-png)")
+    parser.add_argument("--pipeline", help="pipeline name (default: the registry's default_pipeline)")
+    parser.add_argument("--registry", metavar="FILE", help="registry file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    parser.add_argument("--negative", help="negative prompt")
+    parser.add_argument("--height", type=int, help="image height in pixels")
+    parser.add_argument("--width", type=int, help="image width in pixels")
+    parser.add_argument("--num-images", type=int, default=1, help="images to generate")
+    parser.add_argument("--scheduler", help="swap the update rule by plugin name, keeping the noise schedule")
+    parser.add_argument("--image", metavar="PNG", help="init image for img2img")
+    parser.add_argument("--strength", type=float, help="img2img strength in (0, 1]")
+    parser.add_argument("--out", default=".", help="output folder, or a .png path for a single image")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--grid", action="store_true", help="write one contact sheet instead of one file per image")
+    parser.add_argument("--from-png", metavar="PNG", help="re-create an image from the recipe in a diffstack PNG")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.set_defaults(run=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    recipe, pick, grid = _request(args)
+    out = Path(args.out)
+    single_file = out.suffix.lower() == ".png"
+    if single_file and recipe["num_images"] > 1 and not grid and pick is None:
+        raise InputError(f"--out {out} names one file but {recipe['num_images']} images were asked for",
+                         hint="give a folder, or add --grid")
+    _check_writable(out.parent if single_file else out)
+    registry = load_registry(args.registry)
+    pipe = registry.build(recipe["pipeline"] or registry.default_pipeline, device=args.device, dtype=args.dtype)
+    recipe.update(pipeline=pipe.name, scheduler=recipe["scheduler"] or _scheduler_plugin(registry, pipe.name))
+    images = pipe(
+        recipe["prompt"], seed=recipe["seed"], steps=recipe["steps"], guidance_scale=recipe["guidance_scale"],
+        negative_prompt=recipe["negative_prompt"], num_images=recipe["num_images"], height=recipe["height"],
+        width=recipe["width"], scheduler=recipe["scheduler"],
+        image=_open_image(args.image) if args.image else None, strength=args.strength,
+    )
+    recipe.update(
+        steps=pipe.default("steps", recipe["steps"]),
+        guidance_scale=pipe.default("guidance_scale", recipe["guidance_scale"]),
+        height=images[0].height, width=images[0].width, diffstack_version=core.__version__,
+    )
+    if grid:
+        sheets = [(contact_sheet(images), {**recipe, "grid": True})]
+    else:
+        first, count = recipe["seed"], recipe["num_images"]
+        sheets = [
+            (images[i], {**recipe, "seed": first + i, "num_images": 1, "batch_seed": first, "batch_size": count,
+                         "batch_index": i})
+            for i in (range(count) if pick is None else [pick])
+        ]
+    for image, own in sheets:
+        print(save_png(image, _target(out, single_file, own, args.overwrite), own, overwrite=args.overwrite))
+    return 0
+
+
+def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool]:
+    """(recipe, index of the one image to keep or None for all, whether to write a contact sheet)."""
+    if not args.from_png:
+        if args.prompt is None:
+            raise InputError("no prompt given", hint='diffstack generate "a large red circle on a blue background"')
+        recipe = {
+            "prompt": args.prompt, "negative_prompt": args.negative, "seed": args.seed, "steps": args.steps,
+            "guidance_scale": args.guidance, "height": args.height, "width": args.width,
+            "scheduler": args.scheduler, "pipeline": args.pipeline, "num_images": args.num_images,
+        }
+        return recipe, None, args.grid
+    if args.prompt is not None:
+        raise InputError("give either a PROMPT or --from-png, not both")
+    stored = read_recipe(Path(args.from_png))
+    missing = [field for field in RECIPE_FIELDS if field not in stored]
+    if missing:
+        raise InputError(f"{args.from_png}: the recipe lacks {', '.join(missing)}")
+    recipe = {field: stored[field] for field in RECIPE_FIELDS}
+    if stored.get("grid"):
+        return recipe, None, True
+    # re-run the whole batch the image came from: CPU kernels are not bitwise batch-size invariant
+    recipe.update(seed=stored.get("batch_seed", stored["seed"]), num_images=stored.get("batch_size", 1))
+    return recipe, int(stored.get("batch_index", 0)), False
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to output folder {folder}: {exc.strerror}",
+                         hint="choose another --out, or fix its permissions") from None
+
+
+def _scheduler_plugin(registry: Registry, pipeline: str) -> str:
+    ref = registry.pipeline_declaration(pipeline).scheduler
+    return registry.component_declaration(ref).plugin if isinstance(ref, str) else ref.plugin
+
+
+def _open_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--image {path}: cannot read the image ({exc})") from None
+
+
+def _target(out: Path, single_file: bool, recipe: dict[str, Any], overwrite: bool) -> Path:
+    """`out` itself for a .png path; else `<slug>-<seed>.png` in `out`, numbered on until it is free."""
+    if single_file:
+        return out
+    prompt = recipe["prompt"] if isinstance(recipe["prompt"], str) else recipe["prompt"][0]
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "image"
+    stem = f"{slug}-{recipe['seed']}" + ("-grid" if recipe.get("grid") else "")
+    candidate, number = out / f"{stem}.png", 1
+    while candidate.exists() and not overwrite:
+        candidate, number = out / f"{stem}-{number}.png", number + 1
+    return candidate

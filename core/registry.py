@@ -1,0 +1,371 @@
+"""The registry: a YAML file declaring components and pipelines (DESIGN §4).
+
+`load_registry()` finds the file (explicit path → `$DIFFSTACK_REGISTRY` → `./registry.yaml` → the bundled
+one), validates it in two passes — the envelope, then every `config` against its plugin's Config — and
+raises one RegistryError listing *all* problems with their paths. `Registry.build()` then instantiates
+the parts of a pipeline lazily, shares named components between pipelines, loads their weights and places
+them on the device.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from core import weights
+from core.devices import resolve_device, resolve_dtype
+from core.errors import ConfigError, PluginError, RegistryError, WeightsError
+from core.pipeline import Pipeline
+from core.plugin_manager import PluginManager
+from core.registry_schema import SLOTS, ComponentDecl, InlineComponent, PipelineDecl, RegistryEnvelope, WeightsRef
+from core.suggest import did_you_mean
+from core.validation import describe_errors, validate_config
+
+ENV_VAR = "DIFFSTACK_REGISTRY"
+MODEL_KINDS = ("encoder", "denoiser", "text")
+ACCEPTED_WEIGHTS = (
+    "a diffusers folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/), an original SD 1.x "
+    "single-file .safetensors, or a diffstack .safetensors of the component"
+)
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def bundled_registry_path() -> Path:
+    """The registry shipped with diffstack: inside the installed package, or at the root of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "bundled" / "registry.yaml", here.parent / "registry.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RegistryError("the bundled registry.yaml is missing from this installation", hint="reinstall diffstack")
+
+
+def find_registry(path: str | Path | None = None) -> Path:
+    """Explicit path → `$DIFFSTACK_REGISTRY` → `./registry.yaml` → the bundled registry."""
+    for candidate, origin in ((path, "given path"), (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
+        if candidate is not None:
+            resolved = Path(candidate).expanduser()
+            if not resolved.is_file():
+                raise RegistryError(
+                    f"registry file not found: {resolved} ({origin})", hint="check the path or create the file"
+                )
+            return resolved
+    local = Path.cwd() / "registry.yaml"
+    return local if local.is_file() else bundled_registry_path()
+
+
+def load_registry(
+    path: str | Path | None = None, *, strict: bool = False, plugin_manager: PluginManager | None = None
+) -> Registry:
+    """Read, validate and return a registry. Raises RegistryError listing every problem found.
+
+    plugin_manager: the manager to resolve plugin names with (default: built-ins + installed entry points,
+    with `strict` deciding whether a broken installed plugin is fatal).
+    """
+    file = find_registry(path).resolve()
+    raw = _read_yaml(file)
+    manager = plugin_manager if plugin_manager is not None else PluginManager.discover(strict=strict)
+    return _Validator(file, raw, manager).registry()
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RegistryError(f"{file}: invalid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise RegistryError(f"{file}: cannot read the registry file ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        raise RegistryError(
+            f"{file}: the top level must be a mapping with `version`, `components` and `pipelines`",
+            hint="start the file with `version: 1`",
+        )
+    return raw
+
+
+class _Validator:
+    """The two validation passes over one parsed registry file, collecting every problem."""
+
+    def __init__(self, file: Path, raw: dict[str, Any], manager: PluginManager) -> None:
+        self.file = file
+        self.raw = raw
+        self.manager = manager
+        self.problems: list[str] = []
+
+    def registry(self) -> Registry:
+        envelope = self._envelope()
+        for index, module in enumerate(envelope.plugins):
+            try:
+                self.manager.load_module(module, base_dir=self.file.parent)
+            except PluginError as exc:
+                self.problems.append(f"plugins -> {index}: {exc.message}")
+        components = {
+            name: decl for name, block in envelope.components.items() if (decl := self._component(name, block))
+        }
+        pipelines = {
+            name: decl
+            for name, block in envelope.pipelines.items()
+            if (decl := self._pipeline(name, block, components))
+        }
+        default = self._default(envelope, pipelines)
+        if self.problems:
+            count = len(self.problems)
+            raise RegistryError(
+                f"{self.file}: {count} problem{'s' if count > 1 else ''} found",
+                self.problems,
+                hint=f"fix the entries above, then re-check with `diffstack validate {self.file}`",
+            )
+        return Registry(self.file, components, pipelines, default, self.manager)
+
+    def _envelope(self) -> RegistryEnvelope:
+        try:
+            return RegistryEnvelope.model_validate(self.raw)
+        except ValidationError as exc:
+            self.problems.extend(describe_errors(exc))
+        usable = {
+            key: value
+            for key, value in self.raw.items()
+            if key in RegistryEnvelope.model_fields and _field_ok(key, value)
+        }
+        return RegistryEnvelope.model_validate({**usable, "version": 1})
+
+    def _component(self, name: str, block: Any) -> ComponentDecl | None:
+        try:
+            decl = ComponentDecl.model_validate(block)
+        except ValidationError as exc:
+            self.problems.extend(describe_errors(exc, ("components", name)))
+            return None
+        return decl if self._plugin_block(decl.kind, decl, ("components", name)) else None
+
+    def _pipeline(self, name: str, block: Any, components: dict[str, ComponentDecl]) -> PipelineDecl | None:
+        try:
+            decl = PipelineDecl.model_validate(block)
+        except ValidationError as exc:
+            self.problems.extend(describe_errors(exc, ("pipelines", name)))
+            return None
+        ok = True
+        for slot in SLOTS:
+            ref = getattr(decl, slot)
+            where = ("pipelines", name, slot)
+            if isinstance(ref, InlineComponent):
+                ok = self._plugin_block(slot, ref, where) and ok
+            elif ref not in components:
+                ok = False
+                declared = self.raw.get("components")
+                if isinstance(declared, dict) and ref in declared:
+                    continue
+                same_kind = [n for n, c in components.items() if c.kind == slot]
+                self.problems.append(
+                    f"{_path(where)}: no component named {ref!r}{did_you_mean(ref, components)}; "
+                    f"{slot} components: {', '.join(same_kind) or '(none)'}"
+                )
+            elif components[ref].kind != slot:
+                ok = False
+                self.problems.append(
+                    f"{_path(where)}: component {ref!r} is a {components[ref].kind}, not a {slot}"
+                )
+        return decl if ok else None
+
+    def _plugin_block(self, kind: str, block: InlineComponent, where: tuple[str, ...]) -> bool:
+        try:
+            spec = self.manager.get(kind, block.plugin).spec
+        except PluginError as exc:
+            self.problems.append(f"{_path(where + ('plugin',))}: {exc.message}; {exc.hint}")
+            return False
+        try:
+            spec.config.model_validate(block.config)
+        except ValidationError as exc:
+            self.problems.extend(describe_errors(exc, where + ("config",)))
+            return False
+        return True
+
+    def _default(self, envelope: RegistryEnvelope, pipelines: dict[str, PipelineDecl]) -> str | None:
+        default = envelope.default_pipeline
+        if default is None:
+            return next(iter(envelope.pipelines)) if len(envelope.pipelines) == 1 else None
+        if default not in envelope.pipelines:
+            self.problems.append(
+                f"default_pipeline: no pipeline named {default!r}{did_you_mean(default, envelope.pipelines)}; "
+                f"pipelines: {', '.join(envelope.pipelines) or '(none)'}"
+            )
+        return default
+
+
+def _field_ok(key: str, value: Any) -> bool:
+    try:
+        RegistryEnvelope.model_validate({"version": 1, key: value})
+    except ValidationError:
+        return False
+    return True
+
+
+def _path(where: tuple[str, ...]) -> str:
+    return " -> ".join(where)
+
+
+class Registry:
+    """A validated registry file. Build pipelines with `build(name)`; components are made on first use."""
+
+    def __init__(
+        self,
+        path: Path,
+        components: dict[str, ComponentDecl],
+        pipelines: dict[str, PipelineDecl],
+        default_pipeline: str | None,
+        plugin_manager: PluginManager,
+    ) -> None:
+        self.path = path
+        self.default_pipeline = default_pipeline
+        self.plugin_manager = plugin_manager
+        self._components = components
+        self._pipelines = pipelines
+        self._built: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def pipeline_names(self) -> list[str]:
+        return list(self._pipelines)
+
+    @property
+    def component_names(self) -> list[str]:
+        return list(self._components)
+
+    def pipeline_declaration(self, name: str) -> PipelineDecl:
+        """The validated declaration of pipeline `name`."""
+        if name not in self._pipelines:
+            raise RegistryError(
+                f"{self.path}: no pipeline named {name!r}{did_you_mean(name, self._pipelines)}",
+                hint=f"pipelines: {', '.join(self._pipelines) or '(none)'}",
+            )
+        return self._pipelines[name]
+
+    def component_declaration(self, name: str) -> ComponentDecl:
+        """The validated declaration of component `name`."""
+        if name not in self._components:
+            raise RegistryError(
+                f"{self.path}: no component named {name!r}{did_you_mean(name, self._components)}",
+                hint=f"components: {', '.join(self._components) or '(none)'}",
+            )
+        return self._components[name]
+
+    def build(
+        self, name: str | None = None, *, device: torch.device | str = "auto", dtype: torch.dtype | str | None = None
+    ) -> Pipeline:
+        """Build pipeline `name` (default: `default_pipeline`) on `device` in `dtype` (None: fp16 on CUDA, else fp32)."""
+        if name is None:
+            if self.default_pipeline is None:
+                raise RegistryError(
+                    f"{self.path}: no pipeline named and the registry has no `default_pipeline`",
+                    hint=f"name one of: {', '.join(self._pipelines) or '(none)'}",
+                )
+            name = self.default_pipeline
+        decl = self.pipeline_declaration(name)
+        target = resolve_device(device)
+        precision = resolve_dtype(dtype, target)
+        parts = {slot: self._part(name, decl, slot, target, precision) for slot in SLOTS}
+        return Pipeline(
+            name, **parts, device=target, dtype=precision, defaults=decl.defaults, plugin_manager=self.plugin_manager
+        )
+
+    def build_component(
+        self, name: str, *, device: torch.device | str = "auto", dtype: torch.dtype | str | None = None
+    ) -> Any:
+        """Build (or reuse) the named component on `device` in `dtype`."""
+        decl = self.component_declaration(name)
+        target = resolve_device(device)
+        key = ("component", name, decl.weights, target, resolve_dtype(dtype, target))
+        return self._cached(key, decl.kind, decl, decl.weights, f"component {name!r}")
+
+    def _part(self, pipeline: str, decl: PipelineDecl, slot: str, device: torch.device, dtype: torch.dtype) -> Any:
+        ref = getattr(decl, slot)
+        block = self._components[ref] if isinstance(ref, str) else ref
+        fill = decl.weights if slot in MODEL_KINDS else None
+        chosen = block.weights or fill
+        if isinstance(ref, str):
+            key: tuple[Any, ...] = ("component", ref, chosen, device, dtype)
+            where = f"component {ref!r}"
+        else:
+            key = ("inline", pipeline, slot, device, dtype)
+            where = f"pipeline {pipeline!r} -> {slot}"
+        return self._cached(key, slot, block, chosen, where)
+
+    def _cached(
+        self, key: tuple[Any, ...], kind: str, block: InlineComponent, weights_ref: WeightsRef | None, where: str
+    ) -> Any:
+        if key not in self._built:
+            device, dtype = key[-2], key[-1]
+            self._built[key] = self._instantiate(kind, block, weights_ref, where, device, dtype)
+        return self._built[key]
+
+    def _instantiate(
+        self,
+        kind: str,
+        block: InlineComponent,
+        weights_ref: WeightsRef | None,
+        where: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Any:
+        spec = self.plugin_manager.get(kind, block.plugin).spec
+        state, architecture, source = None, {}, ""
+        if weights_ref is not None:
+            path = self._resolve_path(weights_ref.path, where)
+            source = str(path)
+            state, architecture = self._read_weights(path, kind, weights_ref.format)
+        merged = {**architecture, **block.config}
+        config = validate_config(spec.config, merged, where=f"{where} ({kind} {block.plugin!r})")
+
+        def build() -> Any:
+            try:
+                component = spec.build(config)
+            except (ConfigError, WeightsError):
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"{where}: {kind} plugin {block.plugin!r} failed to build: {type(exc).__name__}: {exc}"
+                ) from exc
+            if state is not None and not isinstance(component, torch.nn.Module):
+                raise WeightsError(f"{where}: {kind} plugin {block.plugin!r} has no parameters to load weights into")
+            return component
+
+        if state is None:
+            component = build()
+            if isinstance(component, torch.nn.Module):
+                component.to(device=device, dtype=dtype)
+        else:
+            component = weights.build_with_weights(
+                build, state, component=where, source=source, device=device, dtype=dtype
+            )
+        if isinstance(component, torch.nn.Module):
+            component.eval().requires_grad_(False)
+        return component
+
+    def _resolve_path(self, raw: str, where: str) -> Path:
+        def expand(match: re.Match[str]) -> str:
+            variable = match.group(1)
+            value = os.environ.get(variable)
+            if not value:
+                raise RegistryError(
+                    f"{where}: weights path {raw!r} uses ${{{variable}}}, which is not set",
+                    hint=f"export {variable}=/path/to/checkpoint — {ACCEPTED_WEIGHTS}",
+                )
+            return value
+
+        path = Path(VARIABLE.sub(expand, raw)).expanduser()
+        path = path if path.is_absolute() else self.path.parent / path
+        if not path.exists():
+            raise WeightsError(f"{where}: weights not found: {path} (from {raw!r})", hint=f"accepted: {ACCEPTED_WEIGHTS}")
+        return path
+
+    def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        state = self.plugin_manager.hook.diffstack_load_weights(path=path, kind=kind, format=fmt)
+        if state is not None:
+            return state, {}
+        state, architecture = weights.read_component_weights(path, kind, fmt)
+        return state, architecture or {}

@@ -1,0 +1,89 @@
+"""The registry file's envelope: pydantic models for the first validation pass (DESIGN §4).
+
+Plugin configs are kept as plain dicts here; the second pass validates each against its plugin's Config.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from core.interfaces import Kind
+
+WeightsFormat = Literal["auto", "native", "diffusers", "sd1-single-file"]
+SLOTS: tuple[str, ...] = ("encoder", "denoiser", "text", "scheduler", "sampler")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WeightsRef(Strict):
+    """A checkpoint: a `.safetensors` file or a diffusers folder. `${VAR}` expands when the part is built."""
+
+    path: str = Field(min_length=1)
+    format: WeightsFormat = "auto"
+
+
+def _weights_shorthand(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+class InlineComponent(Strict):
+    """A component block: which plugin, its config, and optional weights (path string or {path, format})."""
+
+    plugin: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    weights: WeightsRef | None = None
+
+    _weights = field_validator("weights", mode="before")(_weights_shorthand)
+
+
+class ComponentDecl(InlineComponent):
+    """An entry under `components:` — an inline block that also states its kind."""
+
+    kind: Kind
+
+
+class PipelineDefaults(Strict):
+    """Per-pipeline defaults for generation calls."""
+
+    height: int | None = Field(None, gt=0)
+    width: int | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    guidance_scale: float | None = Field(None, ge=0.0)
+    negative_prompt: str | None = None
+
+
+REF_TAGS = ("component-name", "inline-block")
+ComponentRef = Annotated[
+    Union[Annotated[str, Tag(REF_TAGS[0])], Annotated[InlineComponent, Tag(REF_TAGS[1])]],
+    Discriminator(lambda v: REF_TAGS[0] if isinstance(v, str) else REF_TAGS[1]),
+]
+
+
+class PipelineDecl(Strict):
+    """An entry under `pipelines:`. Each slot is a component name or an inline block.
+
+    `weights` (a diffusers folder or a single-file checkpoint) fills every model part that has none.
+    """
+
+    weights: WeightsRef | None = None
+    encoder: ComponentRef
+    denoiser: ComponentRef
+    text: ComponentRef
+    scheduler: ComponentRef
+    sampler: ComponentRef
+    defaults: PipelineDefaults = Field(default_factory=PipelineDefaults)
+
+    _weights = field_validator("weights", mode="before")(_weights_shorthand)
+
+
+class RegistryEnvelope(Strict):
+    """The top level. Components and pipelines are validated one by one, so every problem is reported."""
+
+    version: Literal[1]
+    plugins: list[str] = Field(default_factory=list)
+    components: dict[str, Any] = Field(default_factory=dict)
+    pipelines: dict[str, Any] = Field(default_factory=dict)
+    default_pipeline: str | None = None

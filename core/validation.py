@@ -1,0 +1,39 @@
+"""Turning pydantic validation errors into diffstack messages with their full path."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from core.errors import ConfigError
+from core.registry_schema import REF_TAGS
+
+Path = tuple[str | int, ...]
+
+
+def path_text(path: Path) -> str:
+    """`("pipelines", "sd15", "scheduler")` → `"pipelines -> sd15 -> scheduler"`."""
+    return " -> ".join(str(p) for p in path)
+
+
+def describe_errors(exc: ValidationError, prefix: Path = ()) -> list[str]:
+    """One line per error: `path -> field: message (got value)`."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(part for part in error["loc"] if part not in REF_TAGS)
+        where = path_text(prefix + loc) or "(top level)"
+        got = "" if error["type"] == "missing" else f" (got {error['input']!r})"
+        lines.append(f"{where}: {error['msg']}{got}")
+    return lines
+
+
+def validate_config(model: type[BaseModel], data: dict[str, Any], *, where: str) -> BaseModel:
+    """Validate `data` against a plugin's Config, raising ConfigError that lists every bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = describe_errors(exc)
+        raise ConfigError(
+            f"invalid config for {where}:\n" + "\n".join(f"  - {p}" for p in problems),
+            hint=f"fields of {model.__qualname__}: {', '.join(model.model_fields)}",
+        ) from None

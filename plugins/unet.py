@@ -1,0 +1,445 @@
+"""Conditional U-Net denoiser of Stable Diffusion 1.x/2.x — Rombach et al. (2022), "High-Resolution Image
+Synthesis with Latent Diffusion Models"; U-Net of Ronneberger et al. (2015); blocks as in Ho et al. (2020).
+
+    sample (B, C, h, w) ─ conv_in ─ down blocks ─ mid block ─ up blocks ─ norm, SiLU, conv_out ─ (B, C, h, w)
+                                     │ skips ──────────────────▲
+    timestep ─ sinusoidal embedding ─ MLP ─ added inside every ResNet block
+    context (B, L, D) ─ cross-attention inside every Transformer2D block
+
+A down block is `layers_per_block` × (ResNet block [+ Transformer2D]) then a stride-2 conv; an up block is
+`layers_per_block + 1` × (concat skip, ResNet block [+ Transformer2D]) then 2× nearest upsampling + conv.
+A Transformer2D block is GroupNorm, 1×1 projection in, `transformer_layers_per_block` × (self-attention,
+cross-attention on the text, GEGLU feed-forward; each pre-LayerNorm and residual), projection out, residual.
+
+The config uses diffusers' `UNet2DConditionModel` names, so a diffusers `unet/config.json` maps one to one,
+and module attributes follow diffusers' checkpoint keys (`down_blocks.0.attentions.0.transformer_blocks.0
+.attn2.to_k.weight`), so diffusers weights load without a key table. Note diffusers' historical naming:
+`attention_head_dim` is the number of attention *heads* per block, not their width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from core import ComponentSpec, InputError, PredictionType, hookimpl
+
+DownBlockType = Literal["CrossAttnDownBlock2D", "DownBlock2D"]
+UpBlockType = Literal["CrossAttnUpBlock2D", "UpBlock2D"]
+IntPerBlock = int | tuple[int, ...]
+
+
+class Config(BaseModel):
+    """Architecture; the defaults are Stable Diffusion 1.5's U-Net."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_size: int = Field(64, ge=1, description="latent size the model was trained at (informational)")
+    in_channels: int = Field(4, ge=1)
+    out_channels: int = Field(4, ge=1)
+    down_block_types: tuple[DownBlockType, ...] = (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    )
+    mid_block_type: Literal["UNetMidBlock2DCrossAttn"] = "UNetMidBlock2DCrossAttn"
+    up_block_types: tuple[UpBlockType, ...] = (
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    )
+    block_out_channels: tuple[int, ...] = Field((320, 640, 1280, 1280), min_length=1)
+    layers_per_block: IntPerBlock = Field(2, description="ResNet blocks per down block (int or one per block)")
+    transformer_layers_per_block: IntPerBlock = Field(1, description="transformer layers per Transformer2D")
+    attention_head_dim: IntPerBlock = Field(
+        8, description="number of attention heads (diffusers' historical name), int or one per block"
+    )
+    cross_attention_dim: int = Field(768, ge=1, description="width D of the text context")
+    use_linear_projection: bool = Field(False, description="Transformer2D projections: Linear (SD 2) or 1×1 conv")
+    upcast_attention: bool = Field(False, description="compute attention in fp32 when the model is fp16/bf16")
+    flip_sin_to_cos: bool = Field(True, description="timestep embedding order: cos, sin (True) or sin, cos")
+    freq_shift: float = Field(0, description="timestep embedding frequency shift")
+    norm_num_groups: int = Field(32, ge=1)
+    norm_eps: float = Field(1e-5, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    prediction_type: PredictionType = Field("epsilon", description="what the network predicts")
+    channels_last: bool = Field(False, description="keep conv weights and activations in channels_last layout")
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Config:
+        n = len(self.down_block_types)
+        if len(self.up_block_types) != n or len(self.block_out_channels) != n:
+            raise ValueError(
+                f"down_block_types, up_block_types and block_out_channels need one entry per resolution level; "
+                f"got {n}, {len(self.up_block_types)} and {len(self.block_out_channels)}"
+            )
+        for name in ("layers_per_block", "transformer_layers_per_block", "attention_head_dim"):
+            values = per_block(getattr(self, name), n)
+            if len(values) != n or min(values) < 1:
+                raise ValueError(f"{name} must be a positive int or {n} positive ints, got {getattr(self, name)}")
+        for channels, heads in zip(self.block_out_channels, per_block(self.attention_head_dim, n)):
+            if channels % self.norm_num_groups:
+                raise ValueError(f"block_out_channels {channels} not divisible by {self.norm_num_groups} groups")
+            if channels % heads:
+                raise ValueError(f"block_out_channels {channels} is not divisible by {heads} attention heads")
+        return self
+
+
+def per_block(value: IntPerBlock, n: int) -> tuple[int, ...]:
+    """An int repeated for n blocks, or the per-block tuple as given."""
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool, freq_shift: float) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) timesteps → (B, dim) float32; frequencies 10000^(-i / (dim/2 - shift))."""
+    half = dim // 2
+    exponent = -math.log(10000) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    angles = timesteps[:, None].float() * torch.exp(exponent / (half - freq_shift))[None, :]  # (B, half)
+    sin, cos = torch.sin(angles), torch.cos(angles)
+    emb = torch.cat([cos, sin] if flip_sin_to_cos else [sin, cos], dim=-1)
+    return F.pad(emb, (0, dim % 2))  # (B, dim)
+
+
+class TimestepEmbedding(nn.Module):
+    """Two-layer MLP on the sinusoidal embedding: (B, C0) → (B, 4·C0)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class ResnetBlock2D(nn.Module):
+    """GroupNorm → SiLU → conv → + time embedding → GroupNorm → SiLU → dropout → conv, plus the input
+    (1×1-projected when the width changes)."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb_ch: int, cfg: Config):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(cfg.norm_num_groups, in_ch, eps=cfg.norm_eps)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_ch, out_ch)
+        self.norm2 = nn.GroupNorm(cfg.norm_num_groups, out_ch, eps=cfg.norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out, h, w)
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+
+
+class Attention(nn.Module):
+    """Multi-head attention of x (B, N, C) over context (B, L, D) — or over x itself when context is None."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, dropout: float, upcast: bool):
+        super().__init__()
+        self.heads, self.upcast = heads, upcast
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(dropout)])  # a list: checkpoint key to_out.0
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        B, N, C = x.shape
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        q, k, v = (t.view(B, -1, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, heads, ·, d)
+        if self.upcast:
+            q, k, v = q.float(), k.float(), v.float()
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C/heads)
+        out = out.transpose(1, 2).reshape(B, N, C).to(x.dtype)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GEGLU(nn.Module):
+    """Gated GELU (Shazeer 2020): half of the projection, gated by GELU of the other half."""
+
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU (dim → 4·dim) → dropout → Linear back to dim; `net.0`/`net.2` are the checkpoint keys."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, 4 * dim), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Pre-LayerNorm residual self-attention, cross-attention on the context, and feed-forward on (B, N, C)."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, dropout: float, upcast: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, dim, heads, dropout, upcast)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, context_dim, heads, dropout, upcast)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class Transformer2D(nn.Module):
+    """(B, C, h, w) feature map as h·w tokens through transformer layers, projected in and out, plus residual."""
+
+    def __init__(self, ch: int, level: int, cfg: Config):
+        super().__init__()
+        n = len(cfg.block_out_channels)
+        heads = per_block(cfg.attention_head_dim, n)[level]
+        layers = per_block(cfg.transformer_layers_per_block, n)[level]
+        self.linear_proj = cfg.use_linear_projection
+        self.norm = nn.GroupNorm(cfg.norm_num_groups, ch, eps=1e-6)
+        self.proj_in = nn.Linear(ch, ch) if self.linear_proj else nn.Conv2d(ch, ch, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                BasicTransformerBlock(ch, cfg.cross_attention_dim, heads, cfg.dropout, cfg.upcast_attention)
+                for _ in range(layers)
+            ]
+        )
+        self.proj_out = nn.Linear(ch, ch) if self.linear_proj else nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        if not self.linear_proj:
+            h = self.proj_in(h)
+        h = h.permute(0, 2, 3, 1).reshape(B, H * W, C).contiguous()  # (B, h·w, C) tokens
+        if self.linear_proj:
+            h = self.proj_in(h)
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        if self.linear_proj:
+            h = self.proj_out(h)
+        h = h.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, h, w)
+        if not self.linear_proj:
+            h = self.proj_out(h.contiguous())
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv: (B, C, h, w) → (B, C, ⌈h/2⌉, ⌈w/2⌉)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to `size` (2× normally, the skip's size for odd inputs), then 3×3 conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if tuple(size) == (2 * x.shape[-2], 2 * x.shape[-1]):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # same result, faster kernel than size=
+        else:
+            x = F.interpolate(x, size=size, mode="nearest")
+        return self.conv(x)
+
+
+class DownBlock(nn.Module):
+    """`layers` × (ResNet [+ Transformer2D]), then an optional Downsample; returns every output for the skips."""
+
+    def __init__(self, cfg: Config, i: int, in_ch: int, temb_ch: int, attention: bool, downsample: bool):
+        super().__init__()
+        out_ch, n = cfg.block_out_channels[i], len(cfg.block_out_channels)
+        layers = per_block(cfg.layers_per_block, n)[i]
+        widths = [in_ch] + [out_ch] * (layers - 1)
+        self.resnets = nn.ModuleList([ResnetBlock2D(width, out_ch, temb_ch, cfg) for width in widths])
+        self.attentions = nn.ModuleList([Transformer2D(out_ch, i, cfg) for _ in range(layers)] if attention else [])
+        self.downsamplers = nn.ModuleList([Downsample(out_ch)] if downsample else [])
+
+    def forward(
+        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for j, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions:
+                x = self.attentions[j](x, context)
+            skips.append(x)
+        for downsample in self.downsamplers:
+            x = downsample(x)
+            skips.append(x)
+        return x, skips
+
+
+class MidBlock(nn.Module):
+    """ResNet → Transformer2D → ResNet at the lowest resolution."""
+
+    def __init__(self, cfg: Config, temb_ch: int):
+        super().__init__()
+        ch = cfg.block_out_channels[-1]
+        self.resnets = nn.ModuleList([ResnetBlock2D(ch, ch, temb_ch, cfg) for _ in range(2)])
+        self.attentions = nn.ModuleList([Transformer2D(ch, len(cfg.block_out_channels) - 1, cfg)])
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.resnets[0](x, temb)
+        return self.resnets[1](self.attentions[0](x, context), temb)
+
+
+class UpBlock(nn.Module):
+    """`layers + 1` × (concat a skip, ResNet [+ Transformer2D]), then an optional Upsample.
+
+    Level i of the up path mirrors down level n-1-i; its ResNets take the running features concatenated with
+    the skips, popped last-in first-out.
+    """
+
+    def __init__(self, cfg: Config, i: int, prev_ch: int, temb_ch: int, attention: bool, upsample: bool):
+        super().__init__()
+        n = len(cfg.block_out_channels)
+        level = n - 1 - i
+        out_ch = cfg.block_out_channels[level]
+        skip_in_ch = cfg.block_out_channels[max(level - 1, 0)]  # the last skip comes from the level below
+        layers = per_block(cfg.layers_per_block, n)[level] + 1
+        in_chs = [(prev_ch if j == 0 else out_ch) + (skip_in_ch if j == layers - 1 else out_ch) for j in range(layers)]
+        self.resnets = nn.ModuleList([ResnetBlock2D(in_ch, out_ch, temb_ch, cfg) for in_ch in in_chs])
+        self.attentions = nn.ModuleList([Transformer2D(out_ch, level, cfg) for _ in range(layers)] if attention else [])
+        self.upsamplers = nn.ModuleList([Upsample(out_ch)] if upsample else [])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        temb: torch.Tensor,
+        context: torch.Tensor,
+        skips: list[torch.Tensor],
+        size: torch.Size | None,
+    ) -> torch.Tensor:
+        for j, resnet in enumerate(self.resnets):
+            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+            if self.attentions:
+                x = self.attentions[j](x, context)
+        for upsample in self.upsamplers:
+            x = upsample(x, size)
+        return x
+
+
+class UNet2DCondition(nn.Module):
+    """The Denoiser: `unet(sample (B, C, h, w), timestep, context (B, L, D)) → (B, C, h, w)` in sample's dtype."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.in_channels = config.in_channels
+        self.context_dim = config.cross_attention_dim
+        self.prediction_type = config.prediction_type
+        ch = config.block_out_channels
+        temb_ch = 4 * ch[0]
+        n = len(ch)
+
+        self.conv_in = nn.Conv2d(config.in_channels, ch[0], 3, padding=1)
+        self.time_embedding = TimestepEmbedding(ch[0], temb_ch)
+        self.down_blocks = nn.ModuleList(
+            [
+                DownBlock(config, i, ch[max(i - 1, 0)], temb_ch, kind == "CrossAttnDownBlock2D", downsample=i < n - 1)
+                for i, kind in enumerate(config.down_block_types)
+            ]
+        )
+        self.mid_block = MidBlock(config, temb_ch)
+        self.up_blocks = nn.ModuleList(
+            [
+                UpBlock(config, i, ch[min(n - i, n - 1)], temb_ch, kind == "CrossAttnUpBlock2D", upsample=i < n - 1)
+                for i, kind in enumerate(config.up_block_types)
+            ]
+        )
+        self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, ch[0], eps=config.norm_eps)
+        self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
+        if config.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | float | int, context: torch.Tensor
+    ) -> torch.Tensor:
+        self._check_inputs(sample, context)
+        cfg, B = self.config, sample.shape[0]
+        dtype = self.conv_in.weight.dtype
+        t = torch.as_tensor(timestep, device=sample.device)
+        if t.ndim > 1 or t.numel() not in (1, B):
+            raise InputError(
+                f"unet2d-condition: timestep must be a number or a 0-d or ({B},) tensor, got shape {tuple(t.shape)}"
+            )
+        t = t.reshape(-1).expand(B)  # (B,)
+        t_emb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)  # (B, C0)
+        temb = self.time_embedding(t_emb.to(dtype))  # (B, 4·C0)
+        context = context.to(dtype)
+
+        x = sample.to(dtype)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.conv_in(x)  # (B, C0, h, w)
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, temb, context)
+            skips.extend(block_skips)
+        x = self.mid_block(x, temb, context)  # (B, C_last, h/2^(n-1), w/2^(n-1))
+        for block in self.up_blocks:
+            size_after = skips[-len(block.resnets) - 1].shape[-2:] if block.upsamplers else None  # next skip's h, w
+            x = block(x, temb, context, skips, size_after)
+        x = self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, C, h, w)
+        return x.to(sample.dtype)
+
+    def _check_inputs(self, sample: torch.Tensor, context: torch.Tensor) -> None:
+        if sample.ndim != 4 or sample.shape[1] != self.in_channels:
+            raise InputError(
+                f"unet2d-condition: sample must be (B, {self.in_channels}, h, w), got shape {tuple(sample.shape)}"
+            )
+        if context.ndim != 3 or context.shape[-1] != self.context_dim:
+            raise InputError(
+                f"unet2d-condition: context width expected {self.context_dim} (cross_attention_dim), "
+                f"got shape {tuple(context.shape)}",
+                hint="use a text conditioner whose embedding_dim equals the denoiser's cross_attention_dim",
+            )
+        if context.shape[0] != sample.shape[0]:
+            raise InputError(f"unet2d-condition: context batch {context.shape[0]} != sample batch {sample.shape[0]}")
+
+
+@hookimpl
+def diffstack_components():
+    return [
+        ComponentSpec(
+            kind="denoiser",
+            name="unet2d-condition",
+            factory=UNet2DCondition,
+            config=Config,
+            example_config={
+                "block_out_channels": [32, 64],
+                "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+                "layers_per_block": 1,
+                "attention_head_dim": 2,
+                "cross_attention_dim": 32,
+                "norm_num_groups": 8,
+                "sample_size": 8,
+            },
+            description="Stable Diffusion 1.x/2.x conditional U-Net (defaults: SD 1.5); diffusers weights load as is",
+        )
+    ]

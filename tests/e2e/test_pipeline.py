@@ -1,0 +1,157 @@
+"""`Pipeline.__call__`: seeds, batches, negative prompts, threads, step hooks, input errors."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core import DiffstackError, InputError
+from core.images import from_pil
+from core.plugin_manager import PluginInfo
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-ancestral", "ddpm"])
+def test_image_i_of_a_batch_equals_a_single_run_with_seed_plus_i(tiny_pipeline, scheduler):
+    """Same noise, same result; CPU kernels pick batch-size-dependent blockings, so floats agree to ~1e-5
+    (not bitwise) and 8-bit pixels to one level at most."""
+    batch = tiny_pipeline("a red circle", seed=5, num_images=3, scheduler=scheduler, output_type="tensor")
+    for i in range(3):
+        single = tiny_pipeline("a red circle", seed=5 + i, scheduler=scheduler, output_type="tensor")
+        assert (batch[i] - single[0]).abs().max() < 1e-4, f"image {i} of the batch differs from seed {5 + i}"
+    assert (batch[0] - batch[1]).abs().max() > 0.1
+    images = tiny_pipeline("a red circle", seed=5, num_images=2, scheduler=scheduler)
+    [second] = tiny_pipeline("a red circle", seed=6, scheduler=scheduler)
+    assert np.abs(pixels(images[1]) - pixels(second)).max() <= 1
+
+
+def test_same_seed_same_image(tiny_pipeline):
+    first = tiny_pipeline("a red circle", seed=9, num_images=2)
+    again = tiny_pipeline("a red circle", seed=9, num_images=2)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first, again))
+
+
+def test_prompt_lists_are_prompt_major(tiny_pipeline):
+    images = tiny_pipeline(["a red circle", "a blue square"], seed=0, num_images=2)
+    assert len(images) == 4
+    [third] = tiny_pipeline("a blue square", seed=2)
+    assert np.abs(pixels(images[2]) - pixels(third)).max() <= 1
+
+
+def test_negative_prompt_changes_the_image_and_lists_must_match(tiny_pipeline):
+    plain = tiny_pipeline("a red circle", seed=1, output_type="tensor")
+    negative = tiny_pipeline("a red circle", seed=1, negative_prompt="green", output_type="tensor")
+    assert (plain - negative).abs().max() > 1e-4
+    per_prompt = tiny_pipeline(["a", "b"], seed=1, negative_prompt=["green", "green"], output_type="tensor")
+    single = tiny_pipeline("a", seed=1, negative_prompt="green", output_type="tensor")
+    assert (per_prompt[:1] - single).abs().max() < 1e-4
+    with pytest.raises(InputError, match="2 prompts but 3 negative prompts"):
+        tiny_pipeline(["a", "b"], negative_prompt=["x", "y", "z"])
+
+
+def test_guidance_one_ignores_the_negative_prompt(tiny_pipeline):
+    a = tiny_pipeline("a red circle", seed=1, guidance_scale=1.0, negative_prompt="x", output_type="tensor")
+    b = tiny_pipeline("a red circle", seed=1, guidance_scale=1.0, negative_prompt="y", output_type="tensor")
+    assert torch.equal(a, b)
+
+
+def test_concurrent_calls_from_two_threads(tiny_pipeline):
+    jobs = [("a red circle", 3, "ddim"), ("a blue square", 4, "euler-ancestral")]
+    expected = [tiny_pipeline(p, seed=s, scheduler=k, output_type="tensor") for p, s, k in jobs]
+    results: dict[int, torch.Tensor] = {}
+
+    def run(index: int) -> None:
+        prompt, seed, scheduler = jobs[index]
+        for _ in range(3):
+            results[index] = tiny_pipeline(prompt, seed=seed, scheduler=scheduler, output_type="tensor")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, tensor in enumerate(expected):
+        assert torch.equal(results[index], tensor)
+
+
+class StopAtSecondStep:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @core.hookimpl
+    def diffstack_step_end(self, event: core.StepEvent) -> None:
+        self.seen.append(event.step)
+        if event.step == 1:
+            event.request_stop()
+
+
+def test_a_plugin_hook_stops_the_run_early(tiny_registry):
+    registry = core.load_registry(tiny_registry)
+    pipe = registry.build(device="cpu")
+    full = pipe("a red circle", seed=2, steps=6, output_type="tensor")
+    stopper = StopAtSecondStep()
+    registry.plugin_manager.register(stopper, PluginInfo("stopper", __name__, "manual"))
+    events: list[core.StepEvent] = []
+    early = pipe("a red circle", seed=2, steps=6, callback=events.append, output_type="tensor")
+    assert stopper.seen == [0, 1] and [e.step for e in events] == [0, 1]
+    assert not torch.equal(full, early)
+
+
+def test_callback_sees_every_step_in_order(tiny_pipeline):
+    events: list[core.StepEvent] = []
+    tiny_pipeline("a red circle", steps=5, callback=events.append)
+    assert [e.step for e in events] == [0, 1, 2, 3, 4] and all(e.num_steps == 5 for e in events)
+    assert [int(e.timestep) for e in events] == sorted((int(e.timestep) for e in events), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps must be a positive integer, got 0"),
+        ({"guidance_scale": -1.0}, "guidance_scale must be ≥ 0, got -1.0"),
+        ({"height": 33}, r"height 33 is not a positive multiple of 2"),
+        ({"num_images": 0}, "num_images must be a positive integer"),
+        ({"strength": 1.5}, r"strength must be in \(0, 1\]"),
+        ({"scheduler": "eulr"}, "did you mean 'euler'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tiny_pipeline, options, message):
+    with pytest.raises(DiffstackError, match=message):
+        tiny_pipeline("a red circle", **options)
+
+
+def test_size_error_names_the_nearest_valid_sizes(tiny_pipeline):
+    with pytest.raises(InputError) as caught:
+        tiny_pipeline("a red circle", width=33)
+    assert caught.value.hint == "use 32 or 34"
+
+
+def test_empty_and_very_long_prompts(tiny_pipeline):
+    assert len(tiny_pipeline("")) == 1
+    with pytest.warns(UserWarning, match="truncated"):
+        [image] = tiny_pipeline(" ".join(["word"] * 500))
+    assert image.size == (32, 32)
+
+
+def test_nan_in_decoded_images_suggests_upcast_vae(tiny_registry, monkeypatch):
+    pipe = core.load_registry(tiny_registry).build(device="cpu")
+    monkeypatch.setattr(pipe.encoder, "decode", lambda latents: torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(DiffstackError, match="NaN") as caught:
+        pipe("a red circle")
+    assert "upcast_vae" in caught.value.hint
+
+
+def test_img2img_starts_from_the_init_image(tiny_pipeline):
+    [source] = tiny_pipeline("a red circle", seed=1)
+    light = tiny_pipeline("a blue square", seed=2, image=source, strength=0.25, output_type="tensor")
+    heavy = tiny_pipeline("a blue square", seed=2, image=source, strength=1.0, output_type="tensor")
+    reference = from_pil([source])
+    assert (light - reference).abs().mean() < (heavy - reference).abs().mean()
+    with pytest.raises(InputError, match="init image is 32×32 but the run is 64×64"):
+        tiny_pipeline("x", image=source, height=64, width=64)

@@ -1,0 +1,117 @@
+"""`unet2d-condition`: the Denoiser contract, config checks, input errors, dtypes and layouts."""
+from __future__ import annotations
+
+import pydantic
+import pytest
+import torch
+
+import core
+from core.contracts.denoiser import DenoiserContract
+from plugins import unet as unet_plugin
+from plugins.unet import Config, UNet2DCondition
+
+TINY = unet_plugin.diffstack_components()[0].example_config
+
+
+def tiny(**overrides) -> UNet2DCondition:
+    torch.manual_seed(0)
+    return UNet2DCondition(Config(**{**TINY, **overrides})).eval()
+
+
+class TestUNet(DenoiserContract):
+    @pytest.fixture
+    def component(self) -> UNet2DCondition:
+        return tiny()
+
+
+def inputs(model: UNet2DCondition, batch: int = 2, size: tuple[int, int] = (8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(batch, model.in_channels, *size), torch.randn(batch, 5, model.context_dim)
+
+
+def test_spec() -> None:
+    (spec,) = unet_plugin.diffstack_components()
+    assert (spec.kind, spec.name) == ("denoiser", "unet2d-condition")
+    assert (spec.factory, spec.config) == (UNet2DCondition, Config)
+
+
+def test_defaults_are_sd15() -> None:
+    with torch.device("meta"):  # no memory for 860M parameters
+        model = UNet2DCondition(Config())
+    assert sum(p.numel() for p in model.parameters()) == 859_520_964
+    assert (model.in_channels, model.context_dim, model.prediction_type) == (4, 768, "epsilon")
+    assert "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight" in model.state_dict()
+    assert "up_blocks.3.attentions.2.proj_out.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"up_block_types": ["UpBlock2D"]}, "one entry per resolution level"),
+        ({"attention_head_dim": [2, 2, 2]}, "attention_head_dim"),
+        ({"attention_head_dim": 3}, "not divisible by 3 attention heads"),
+        ({"norm_num_groups": 5}, "not divisible by 5 groups"),
+        ({"down_block_types": ["CrossAttnDownBlock2D", "AttnDownBlock2D"]}, "down_block_types"),
+        ({"class_embed_type": "timestep"}, "class_embed_type"),
+    ],
+)
+def test_config_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        Config(**{**TINY, **overrides})
+
+
+def test_wrong_context_width_names_expected_and_found() -> None:
+    model = tiny()
+    sample, _ = inputs(model)
+    with pytest.raises(core.InputError, match=r"expected 32 .*got shape \(2, 5, 16\)"):
+        model(sample, 10, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize(
+    ("sample_shape", "timestep", "context_batch"),
+    [
+        ((2, 3, 8, 8), 1, 2),  # wrong channel count
+        ((2, 4, 8, 8), torch.tensor([1, 2, 3]), 2),  # 3 timesteps for a batch of 2
+        ((2, 4, 8, 8), torch.ones(2, 1), 2),  # 2-d timesteps
+        ((2, 4, 8, 8), 1, 3),  # context batch 3
+    ],
+)
+def test_bad_inputs_are_input_errors(sample_shape, timestep, context_batch) -> None:
+    model = tiny()
+    with pytest.raises(core.InputError):
+        model(torch.randn(sample_shape), timestep, torch.randn(context_batch, 5, model.context_dim))
+
+
+def test_odd_latent_sizes_keep_their_shape() -> None:
+    model = tiny()
+    sample, context = inputs(model, 1, (13, 7))
+    with torch.inference_mode():
+        assert model(sample, 3, context).shape == sample.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_close_to_float32(dtype: torch.dtype) -> None:
+    model = tiny()
+    sample, context = inputs(model)
+    with torch.inference_mode():
+        expected = model(sample, 400, context)
+        model.to(dtype)
+        half_out = model(sample.to(dtype), 400, context.to(dtype))
+        float_in = model(sample, 400, context)  # float32 inputs to a half model come back float32
+    assert half_out.dtype == dtype and float_in.dtype == torch.float32
+    assert (half_out.float() - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_upcast_attention_and_channels_last_change_nothing_in_float32() -> None:
+    model = tiny()
+    sample, context = inputs(model)
+    variants = [tiny(upcast_attention=True), tiny(channels_last=True)]
+    with torch.inference_mode():
+        expected = model(sample, 77, context)
+        for variant in variants:
+            variant.load_state_dict(model.state_dict())
+            torch.testing.assert_close(variant(sample, 77, context), expected, atol=1e-5, rtol=1e-5)
+    assert variants[1].conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_prediction_type_comes_from_config() -> None:
+    assert tiny(prediction_type="v_prediction").prediction_type == "v_prediction"
