@@ -172,13 +172,8 @@ def config_for(schedule: str, spacing: str, prediction_type: str) -> dict[str, A
 GRID = [
     (name, schedule, spacing, prediction, steps)
     for name, schedule, spacing, prediction, steps in itertools.product(REFERENCE, SCHEDULES, SPACINGS, PREDICTIONS,
-                                                                         (7, 10))
+                                                                         (7, 10, 25, 50))
     if not (name == "euler-ancestral" and prediction == "sample")             # diffusers: NotImplementedError
-] + [
-    (name, "scaled_linear", spacing, prediction, steps)
-    for name, spacing, (prediction, steps) in itertools.product(
-        REFERENCE, SPACINGS, [("epsilon", 25), ("v_prediction", 25), ("epsilon", 50)]
-    )
 ]
 
 

@@ -1,0 +1,62 @@
+"""The built-in samplers `cfg` and `img2img`: their contract suite, guidance rescale, default strength."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import core
+from core.contracts import SamplerContract
+from core.contracts.oracles import StandInDenoiser
+from core.sampling import guided_prediction
+
+
+class TestCFG(SamplerContract):
+    @pytest.fixture
+    def component(self):
+        return core.create("sampler", "cfg")
+
+
+class TestImg2Img(SamplerContract):
+    @pytest.fixture
+    def component(self):
+        return core.create("sampler", "img2img", strength=0.7)
+
+
+class Affine:
+    """A denoiser whose prediction is the mean of its context, so cond and uncond differ predictably."""
+
+    def __call__(self, sample, timestep, context):
+        return sample * 0 + context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1) * torch.linspace(0, 1, sample.shape[-1])
+
+
+def test_guidance_rescale_matches_its_formula():
+    sample = torch.zeros(2, 1, 1, 4)
+    cond, uncond = torch.full((2, 3, 5), 2.0), torch.full((2, 3, 5), -1.0)
+    plain = guided_prediction(Affine(), sample, torch.tensor(1), cond, uncond, 3.0)
+    rescaled = guided_prediction(Affine(), sample, torch.tensor(1), cond, uncond, 3.0, guidance_rescale=0.5)
+    c = Affine()(sample, 1, cond)
+    expected = 0.5 * plain * (c.std(dim=(1, 2, 3), keepdim=True) / plain.std(dim=(1, 2, 3), keepdim=True)) + 0.5 * plain
+    assert torch.allclose(rescaled, expected)
+    assert torch.allclose(plain, -c / 2 + 3.0 * (c - (-c / 2)))
+
+
+def run(sampler, strength=None, init=True):
+    scheduler = core.create("scheduler", "ddim")
+    noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    events = []
+    sampler(StandInDenoiser(4, 8), scheduler, noise, torch.zeros(1, 3, 8), steps=10,
+            init_latents=torch.zeros_like(noise) if init else None, strength=strength, callback=events.append)
+    return len(events)
+
+
+def test_img2img_uses_its_configured_strength_unless_given():
+    sampler = core.create("sampler", "img2img", strength=0.3)
+    assert run(sampler) == 3
+    assert run(sampler, strength=0.6) == 6
+    assert run(sampler, init=False) == 10
+    assert run(core.create("sampler", "cfg")) == 10
+
+
+def test_strength_without_init_latents_is_an_input_error():
+    with pytest.raises(core.InputError, match="needs init latents"):
+        run(core.create("sampler", "cfg"), strength=0.5, init=False)
