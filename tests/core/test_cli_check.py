@@ -32,7 +32,7 @@ def test_check_passes_every_toy_component(kind, capsys):
     assert main(["check", f"{kind}/toy-{kind}"]) == 0
     out = capsys.readouterr().out
     checks = CONTRACTS[kind].check_names()
-    assert f"package diffstack-toys 0.0.1" in out
+    assert "package diffstack-toys 0.0.1" in out
     for check in checks:
         assert f"PASS  {check.removeprefix('test_')}" in out
     assert out.rstrip().endswith(f"{len(checks)} passed, 0 failed")

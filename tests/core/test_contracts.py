@@ -6,16 +6,13 @@ suite's stochastic path. The pytest plugin is checked in-process with pytester. 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import unittest
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+import toy_plugin as toy
 
 from core import InputError, PluginManager, StepOutput
 from core.contracts import (
@@ -33,21 +30,6 @@ from core.plugin_manager import PluginInfo
 
 pytest_plugins = ["pytester"]
 
-TOY_PLUGIN_PATH = Path(__file__).resolve().parents[1] / "toy_plugin.py"
-
-
-def load_toy_plugin() -> ModuleType:
-    """tests/toy_plugin.py as the module `toy_plugin` (tests/ is not a package)."""
-    if "toy_plugin" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("toy_plugin", TOY_PLUGIN_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["toy_plugin"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["toy_plugin"]
-
-
-toy = load_toy_plugin()
 PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"]
 
 
@@ -214,7 +196,7 @@ def test_pytest_plugin_marks_and_skips(pytester: pytest.Pytester) -> None:
         test_user=f"""
         import importlib.util, sys, pytest, torch
         from core.contracts import SchedulerContract
-        spec = importlib.util.spec_from_file_location("user_toy", {str(TOY_PLUGIN_PATH)!r})
+        spec = importlib.util.spec_from_file_location("user_toy", {toy.__file__!r})
         toy = importlib.util.module_from_spec(spec); sys.modules["user_toy"] = toy; spec.loader.exec_module(toy)
 
         class Noisy(toy.ToyScheduler):

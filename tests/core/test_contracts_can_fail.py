@@ -5,34 +5,16 @@ through `run_contract`, and asserts which checks fail (with a useful message) an
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import pytest
 import torch
+import toy_plugin as toy
 from pydantic import ConfigDict, field_serializer
 
 from core import StepEvent
 from core.contracts import SamplerContract, run_contract
 
-TOY_PLUGIN_PATH = Path(__file__).resolve().parents[1] / "toy_plugin.py"
-
-
-def load_toy_plugin() -> ModuleType:
-    """tests/toy_plugin.py as the module `toy_plugin` (tests/ is not a package)."""
-    if "toy_plugin" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("toy_plugin", TOY_PLUGIN_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["toy_plugin"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["toy_plugin"]
-
-
-toy = load_toy_plugin()
 Scheduler, Denoiser, Encoder = toy.ToyScheduler, toy.ToyDenoiser, toy.ToyEncoder
 Text, Sampler = toy.ToyText, toy.ToySampler
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from plugins.clip_text import CLIPText, Config
-from plugins.clip_text.tokenizer import SHIPPED_VOCAB, CLIPTokenizer
+from plugins.clip_text.tokenizer import CLIPTokenizer
 from reference_sd import write_vocab_folder
 
 transformers = pytest.importorskip("transformers")

@@ -4,7 +4,6 @@ file pointing at that folder; same scheduler class, prompt, negative prompt, ini
 decoded images equal within 1e-4 (fp32)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
