@@ -114,7 +114,7 @@ class _Validator:
             for name, block in envelope.pipelines.items()
             if (decl := self._pipeline(name, block, components))
         }
-        default = self._default(envelope, pipelines)
+        default = self._default(envelope)
         if self.problems:
             count = len(self.problems)
             raise RegistryError(
@@ -186,7 +186,7 @@ class _Validator:
             return False
         return True
 
-    def _default(self, envelope: RegistryEnvelope, pipelines: dict[str, PipelineDecl]) -> str | None:
+    def _default(self, envelope: RegistryEnvelope) -> str | None:
         default = envelope.default_pipeline
         if default is None:
             return next(iter(envelope.pipelines)) if len(envelope.pipelines) == 1 else None
