@@ -10,6 +10,7 @@ from typing import Sequence
 import core
 from core.errors import DiffstackError, InputError
 from core.generate_command import add_generate_parser
+from core.training.cli import add_eval_parser, add_train_parser
 from core.interfaces import KINDS
 from core.plugin_manager import PluginInfo, PluginManager
 from core.registry import load_registry
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=run_check)
 
     add_generate_parser(commands)
+    add_train_parser(commands)
+    add_eval_parser(commands)
     return parser
 
 

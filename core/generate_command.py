@@ -59,11 +59,12 @@ def run_generate(args: argparse.Namespace) -> int:
     _check_writable(out.parent if single_file else out)
     registry = load_registry(args.registry)
     pipe = registry.build(recipe["pipeline"] or registry.default_pipeline, device=args.device, dtype=args.dtype)
-    recipe.update(pipeline=pipe.name, scheduler=recipe["scheduler"] or _scheduler_plugin(registry, pipe.name))
+    override = recipe["scheduler"]
+    recipe.update(pipeline=pipe.name, scheduler=override or _scheduler_plugin(registry, pipe.name))
     images = pipe(
         recipe["prompt"], seed=recipe["seed"], steps=recipe["steps"], guidance_scale=recipe["guidance_scale"],
         negative_prompt=recipe["negative_prompt"], num_images=recipe["num_images"], height=recipe["height"],
-        width=recipe["width"], scheduler=recipe["scheduler"],
+        width=recipe["width"], scheduler=override,
         image=_open_image(args.image) if args.image else None, strength=args.strength,
     )
     recipe.update(

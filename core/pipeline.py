@@ -146,11 +146,11 @@ class Pipeline:
         return sizes[0], sizes[1]
 
     def _fresh_scheduler(self, name: str | None) -> Scheduler:
-        """A private scheduler for one call: a copy of ours, or plugin `name` on our noise schedule (the
-        `core.schedules.ScheduleConfig` fields: betas, spacing, prediction type)."""
-        if name is None:
+        """A private scheduler for one call: a copy of ours (also when `name` is our own rule), or plugin
+        `name` on our noise schedule (the `core.schedules.ScheduleConfig` fields set in our config)."""
+        spec = None if name is None else self.plugin_manager.get("scheduler", name).spec
+        if spec is None or (isinstance(spec.factory, type) and isinstance(self.scheduler, spec.factory)):
             return type(self.scheduler)(self.scheduler.config)
-        spec = self.plugin_manager.get("scheduler", name).spec
         ours = self.scheduler.config.model_dump(exclude_unset=True)
         schedule = set(ScheduleConfig.model_fields) & set(spec.config.model_fields)
         shared = {key: value for key, value in ours.items() if key in schedule}

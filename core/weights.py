@@ -291,7 +291,8 @@ def read_component_weights(
     path: str | Path, kind: str, format: str = "auto", *, device: torch.device | str = "cpu"
 ) -> tuple[CheckpointState, dict[str, Any] | None]:
     """The weights of one model part (`kind`: encoder, denoiser or text) in the part's own key names, and
-    the architecture the checkpoint states (a dict of Config keys), or None when it states none (native).
+    the architecture the checkpoint states (a dict of Config keys), or None when it states none (a native
+    file states it in its `config` metadata, as `core.training` writes it).
 
     `format`: `auto` (see `detect_format`) or one of FORMATS. Nothing is read beyond headers and configs
     until the returned state is accessed.
@@ -304,11 +305,24 @@ def read_component_weights(
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "native":
         with _open(path) as f:
-            keys = list(f.keys())
-        return CheckpointState({k: TensorSource(path, k) for k in keys}, device=device), None
+            keys, metadata = list(f.keys()), f.metadata() or {}
+        return CheckpointState({k: TensorSource(path, k) for k in keys}, device=device), _stated_config(path, metadata)
     if fmt == "diffusers":
         return _read_diffusers(path, kind, device)
     return _read_single_file(path, kind, device)
+
+
+def _stated_config(path: Path, metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The architecture a native file states in its metadata (`config`: JSON of the plugin config), if any."""
+    if "config" not in metadata:
+        return None
+    try:
+        config = json.loads(metadata["config"])
+    except ValueError as exc:
+        raise WeightsError(f"{path}: the `config` metadata is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path}: the `config` metadata is not a JSON object")
+    return config
 
 
 def _clip_text_names(sources: dict[str, Any]) -> dict[str, Any]:

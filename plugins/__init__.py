@@ -12,4 +12,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "plugins.dpmpp_2m",
     "plugins.cfg",
     "plugins.img2img",
+    "plugins.shapes",
 )

@@ -30,3 +30,17 @@ def test_fifteen_lines_command_writes_a_png(tiny_registry, tmp_path, capsys):
                                         "--out", str(out)])
     assert capsys.readouterr().out.strip() == str(out)
     assert Image.open(out).size == (32, 32)
+
+
+def test_custom_pipeline_example_builds_and_runs():
+    import core
+
+    registry = core.load_registry(EXAMPLES / "custom_pipeline.yaml")
+    assert registry.pipeline_names == ["shapes-dpm", "shapes-edit"]
+    dpm = registry.build("shapes-dpm", device="cpu")
+    edit = registry.build("shapes-edit", device="cpu")
+    assert dpm.denoiser is edit.denoiser  # named components are shared
+    assert type(dpm.scheduler).__module__ == "plugins.dpmpp_2m" and dpm.scheduler.config.use_karras_sigmas
+    [source] = dpm("a large red circle on a blue background", seed=1, steps=6)
+    [edited] = edit("a large red square on a blue background", image=source, steps=6)
+    assert source.size == edited.size == (64, 64)

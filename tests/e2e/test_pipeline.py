@@ -155,3 +155,20 @@ def test_img2img_starts_from_the_init_image(tiny_pipeline):
     assert (light - reference).abs().mean() < (heavy - reference).abs().mean()
     with pytest.raises(InputError, match="init image is 32×32 but the run is 64×64"):
         tiny_pipeline("x", image=source, height=64, width=64)
+
+
+def test_naming_the_pipelines_own_scheduler_keeps_its_options(tiny_registry, tmp_path):
+    """The pipeline's DDIM sets clip_sample: false; asking for "ddim" by name must not reset it."""
+    text = tiny_registry.read_text().replace(
+        "{beta_schedule: scaled_linear, beta_start: 0.00085, beta_end: 0.012}",
+        "{beta_schedule: scaled_linear, beta_start: 0.00085, beta_end: 0.012, clip_sample: false}",
+    )
+    for name in ("encoder", "denoiser", "text"):
+        (tmp_path / f"{name}.safetensors").write_bytes((tiny_registry.parent / f"{name}.safetensors").read_bytes())
+    (tmp_path / "registry.yaml").write_text(text)
+    pipe = core.load_registry(tmp_path / "registry.yaml").build(device="cpu")
+    assert pipe.scheduler.config.clip_sample is False
+    plain = pipe("a red circle", seed=3, output_type="tensor")
+    assert torch.equal(pipe("a red circle", seed=3, scheduler="ddim", output_type="tensor"), plain)
+    swapped = pipe("a red circle", seed=3, scheduler="euler", output_type="tensor")
+    assert swapped.shape == plain.shape

@@ -1,0 +1,9 @@
+"""Training diffstack's models from scratch: a resumable loop and objectives generic over the interfaces.
+
+    loop.train(objective, config, out)   AdamW + warm-up/cosine LR + optional EMA, checkpoints, logging
+    autoencoder.KLAutoencoderObjective   reconstruction + β·KL for a KL autoencoder (VAE-KL layout)
+    contrastive.ContrastiveObjective     CLIP-style InfoNCE: any TextConditioner + a small image tower
+    diffusion.DiffusionObjective         ε-prediction on cached scaled latents, caption dropout for CFG
+    evaluate                             attribute accuracy of generated images, VAE PSNR, contact sheets
+    cli                                  the `diffstack train` and `diffstack eval` subcommands
+"""

@@ -1,0 +1,73 @@
+"""Training a KL-regularised autoencoder: reconstruction + β·KL — Kingma & Welling (2014), "Auto-Encoding
+Variational Bayes"; Rombach et al. (2022), "High-Resolution Image Synthesis with Latent Diffusion Models".
+
+    moments = quant_conv(encoder(x))            mean, logvar (B, C, h, w)
+    z = mean + exp(logvar / 2)·ε                the reparameterised posterior sample
+    x̂ = decoder(post_quant_conv(z))             (B, 3, H, W)
+    loss = ‖x̂ − x‖² (mean over pixels) + β · KL(N(mean, σ²) ‖ N(0, 1)) (mean over latent elements)
+
+The autoencoder must have the AutoencoderKL module layout that diffusers and diffstack's `vae-kl` share
+(`encoder`, `quant_conv`, `post_quant_conv`, `decoder`); the unscaled posterior is what is trained, and
+`scaling_factor` is measured afterwards (`latent_scale`) so that diffusion sees unit-variance latents.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.interfaces import Dataset
+from core.training.data import sample_batch
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2, i.e. 1 on a [0, 1] scale)."""
+    mse = F.mse_loss(reconstruction.clamp(-1, 1).float(), target.float()).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+class KLAutoencoderObjective:
+    """Reconstruction + β·KL on batches of `dataset` images (`sample=False`: reconstruct from the posterior mean)."""
+
+    def __init__(
+        self, autoencoder: nn.Module, dataset: Dataset, *, beta: float = 1e-4, sample: bool = True, device: torch.device | str = "cpu"
+    ):
+        self.module = autoencoder
+        self.dataset = dataset
+        self.beta = beta
+        self.sample = sample  # False: decode the posterior mean (what a diffusion model trained on cached means produces)
+        self.device = torch.device(device)
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [-1, 1] → (mean, logvar), each (B, C, H/f, W/f), unscaled."""
+        moments = self.module.encoder(images)
+        if self.module.quant_conv is not None:
+            moments = self.module.quant_conv(moments)
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f)."""
+        if self.module.post_quant_conv is not None:
+            z = self.module.post_quant_conv(z)
+        return self.module.decoder(z)
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        images, _ = sample_batch(self.dataset, batch_size, generator)
+        images = images.to(self.device)  # (B, 3, H, W) in [-1, 1]
+        mean, logvar = self.posterior(images)
+        eps = torch.randn(mean.shape, generator=generator).to(self.device)
+        reconstruction = self.reconstruct(mean + torch.exp(0.5 * logvar) * eps if self.sample else mean)
+        mse = F.mse_loss(reconstruction, images)
+        kl = 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).mean()
+        return mse + self.beta * kl, {"mse": mse.item(), "kl": kl.item(), "psnr": psnr(reconstruction.detach(), images)}
+
+
+@torch.no_grad()
+def latent_scale(autoencoder: nn.Module, images: torch.Tensor) -> float:
+    """1 / std of the posterior means of `images` (B, 3, H, W): the `scaling_factor` giving unit-variance latents."""
+    objective = KLAutoencoderObjective(autoencoder, dataset=[])
+    mean, _ = objective.posterior(images)
+    return 1.0 / mean.float().std().item()

@@ -1,0 +1,145 @@
+"""The three training stages of a latent diffusion model, each building its parts through the plugin
+manager from a recipe (`core.training.recipes`), training them with `loop.train`, and exporting the result
+with `export.save_component`:
+
+    vae   the autoencoder (reconstruction + β·KL), then its `scaling_factor` → encoder.safetensors
+    clip  text tower + image tower, contrastively; the text tower → text.safetensors
+    unet  ε-prediction on latents of the trained encoder, conditioned by the trained text tower
+          (both frozen, their outputs cached) → denoiser.safetensors (EMA weights)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core import schedules
+from core.create import create
+from core.interfaces import Dataset
+from core.training import recipes
+from core.training.autoencoder import KLAutoencoderObjective, latent_scale, psnr
+from core.training.contrastive import ContrastiveObjective
+from core.training.diffusion import DiffusionObjective, cache_contexts, cache_latents
+from core.training.data import stack
+from core.training.export import component_info, load_component, save_component
+from core.training.loop import TrainConfig, train
+from core.weights import load_state_dict, save_state_dict
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_OFFSET, EVAL_SEED_OFFSET = 0, 10_000  # data-set seeds: training items vs fresh evaluation items
+FRESH_IMAGES = 256  # images the stages measure PSNR and retrieval on
+
+
+def dataset(split: str, seed: int, length: int = 100_000) -> Dataset:
+    return create("dataset", recipes.DATASET, split=split, seed=seed, length=length)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" → CUDA when present, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train_config(stage: str, overrides: dict[str, Any]) -> TrainConfig:
+    """The recipe's training hyper-parameters for `stage`, with non-None `overrides` applied."""
+    values = {**recipes.STAGES[stage]["train"], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
+@torch.no_grad()
+def vae_psnr(encoder: Any, images: torch.Tensor, batch: int = 64) -> float:
+    """PSNR (dB) of encode (posterior mode) → decode on images (N, 3, H, W) in [-1, 1]."""
+    decoded = torch.cat([encoder.decode(encoder.encode(x, sample=False)) for x in images.split(batch)])
+    return psnr(decoded, images)
+
+
+def fresh_images(n: int, seed: int, device: torch.device) -> torch.Tensor:
+    """n images the training never saw (all combinations, evaluation seed) → (n, 3, H, W) in [-1, 1]."""
+    images, _ = stack(dataset("all", seed + EVAL_SEED_OFFSET, n), list(range(n)))
+    return images.to(device)
+
+
+def run_vae(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
+    """Train the autoencoder, measure its scaling factor, export it; returns {"result", "psnr", "scaling_factor"}."""
+    recipe = recipes.VAE
+    torch.manual_seed(config.seed)
+    vae = create("encoder", recipe["plugin"], **recipe["config"]).to(device)
+    objective = KLAutoencoderObjective(vae, dataset("train", config.seed + TRAIN_SEED_OFFSET), beta=recipe["beta"], device=device)
+    result = train(objective, config, out, resume=resume)
+    images = fresh_images(FRESH_IMAGES, config.seed, device)
+    scale = latent_scale(vae, images)
+    exported = {**recipe["config"], "scaling_factor": scale}
+    save_component(vae.state_dict(), model_dir / recipes.WEIGHT_FILES["vae"], kind="encoder", plugin=recipe["plugin"], config=exported)
+    encoder = load_component(model_dir / recipes.WEIGHT_FILES["vae"], device=device)
+    return {"result": result, "psnr": vae_psnr(encoder, images), "scaling_factor": scale}
+
+
+def run_clip(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
+    """Pre-train text and image towers contrastively, export the text tower (float16); returns
+    {"result", "retrieval_accuracy"}: image → caption top-1 accuracy over FRESH_IMAGES fresh images and their captions."""
+    recipe = recipes.CLIP
+    torch.manual_seed(config.seed)
+    text = create("text", recipe["plugin"], **recipe["config"]).to(device)
+    objective = ContrastiveObjective(text, dataset("train", config.seed + TRAIN_SEED_OFFSET), embed_dim=recipe["embed_dim"], device=device)
+    result = train(objective, config, out, resume=resume)
+    save_component(text.state_dict(), model_dir / recipes.WEIGHT_FILES["clip"], kind="text", plugin=recipe["plugin"],
+                   config=recipe["config"], dtype=torch.float16)
+    images, captions = stack(dataset("all", config.seed + EVAL_SEED_OFFSET, FRESH_IMAGES), list(range(FRESH_IMAGES)))
+    with torch.no_grad():
+        image, caption = objective.embed(images.to(device), captions)
+    hits = [captions[j] == captions[i] for i, j in enumerate((image @ caption.T).argmax(dim=1).tolist())]
+    return {"result": result, "retrieval_accuracy": sum(hits) / len(hits)}
+
+
+def unet_cache(model_dir: Path, out: Path, n: int, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Latents of n training images and contexts of their captions, from the trained encoder and text tower;
+    computed once and kept in `out`/cache.safetensors for resumed runs."""
+    path = out / "cache.safetensors"
+    if path.exists():
+        return load_state_dict(path)
+    encoder = load_component(model_dir / recipes.WEIGHT_FILES["vae"], device=device)
+    text = load_component(model_dir / recipes.WEIGHT_FILES["clip"], device=device)
+    latents, captions = cache_latents(encoder, dataset("train", seed + TRAIN_SEED_OFFSET, n), n, device=device)
+    caption_index, contexts, uncond = cache_contexts(text, captions)
+    cache = {"latents": latents, "caption_index": caption_index, "contexts": contexts, "uncond": uncond}
+    log.info("cached %d latents %s and %d caption contexts in %s", n, tuple(latents.shape[1:]), len(contexts), path)
+    out.mkdir(parents=True, exist_ok=True)
+    save_state_dict(cache, path)
+    return cache
+
+
+def run_unet(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
+    """Train the denoiser on cached latents and contexts, export its EMA weights (float16); returns {"result", "latent_std"}."""
+    recipe = recipes.UNET
+    text_info = component_info(model_dir / recipes.WEIGHT_FILES["clip"])
+    unet_config = {**recipe["config"], "cross_attention_dim": text_info["config"]["hidden_size"]}
+    cache = unet_cache(model_dir, out, recipe["cached_images"], config.seed, device)
+    torch.manual_seed(config.seed)
+    unet = create("denoiser", recipe["plugin"], **unet_config).to(device)
+    schedule = schedules.alphas_cumprod(schedules.ScheduleConfig(**recipe["schedule"]))
+    objective = DiffusionObjective(unet, schedule, cache["latents"], cache["caption_index"], cache["contexts"], cache["uncond"],
+                                   caption_dropout=recipe["caption_dropout"], device=device)
+    result = train(objective, config, out, resume=resume)
+    save_component(result.ema, model_dir / recipes.WEIGHT_FILES["unet"], kind="denoiser", plugin=recipe["plugin"],
+                   config=unet_config, dtype=torch.float16)
+    return {"result": result, "latent_std": cache["latents"].std().item()}
+
+
+def run_decoder(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
+    """Fine-tune the trained autoencoder's decoder on posterior means with its encoder frozen (latents and
+    scaling factor stay the same) and re-export it; returns {"result", "psnr_before", "psnr"}."""
+    path = model_dir / recipes.WEIGHT_FILES["decoder"]
+    info = component_info(path)
+    images = fresh_images(FRESH_IMAGES, config.seed, device)
+    vae = load_component(path, device=device)
+    before = vae_psnr(vae, images)
+    for part in (vae.encoder, vae.quant_conv):
+        part.requires_grad_(False)
+    objective = KLAutoencoderObjective(vae, dataset("train", config.seed + TRAIN_SEED_OFFSET + 1), beta=recipes.DECODER["beta"], sample=False, device=device)
+    result = train(objective, config, out, resume=resume)
+    save_component(vae.state_dict(), path, kind="encoder", plugin=info["plugin"], config=info["config"])
+    return {"result": result, "psnr_before": before, "psnr": vae_psnr(load_component(path, device=device), images)}

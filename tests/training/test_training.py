@@ -1,0 +1,139 @@
+"""The training loop and the three stages, on tiny models and a handful of steps."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import core
+from core.training import cli, evaluate, recipes, stages
+from core.training.autoencoder import KLAutoencoderObjective
+from core.training.diffusion import DiffusionObjective
+from core.training.export import component_info, load_component
+from core.training.loop import CHECKPOINT, LOG, TrainConfig, train
+
+TINY_VAE = {
+    "block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 16,
+}
+TINY_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "max_position_embeddings": 16, "max_length": 16}
+TINY_UNET = {
+    "sample_size": 8, "block_out_channels": [16, 32], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1, "attention_head_dim": 2,
+    "cross_attention_dim": 16, "norm_num_groups": 8,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread, and do not fight a busy machine for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def vae_objective(seed: int = 0) -> KLAutoencoderObjective:
+    torch.manual_seed(seed)
+    data = core.create("dataset", "shapes", length=4, image_size=16)
+    return KLAutoencoderObjective(core.create("encoder", "vae-kl", **TINY_VAE), data)
+
+
+def unet_objective() -> DiffusionObjective:
+    torch.manual_seed(0)
+    unet = core.create("denoiser", "unet2d-condition", **TINY_UNET)
+    schedule = torch.linspace(0.999, 0.01, 100)
+    return DiffusionObjective(unet, schedule, torch.randn(8, 4, 8, 8), torch.arange(8) % 2, torch.randn(2, 5, 16), torch.randn(5, 16))
+
+
+def losses(out) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / LOG).read_text().splitlines()]
+
+
+def test_loss_decreases_on_a_tiny_batch(tmp_path) -> None:
+    config = TrainConfig(steps=45, batch_size=8, lr=3e-3, warmup=0, log_every=15, seed=1)
+    train(unet_objective(), config, tmp_path, progress=False)
+    logged = losses(tmp_path)
+    assert len(logged) == 3 and logged[-1] < 0.8 * logged[0]
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path) -> None:
+    config = TrainConfig(steps=6, batch_size=3, lr=1e-3, warmup=2, ema_decay=0.9, log_every=1, checkpoint_every=3)
+    straight = unet_objective()
+    train(straight, config, tmp_path / "straight", progress=False)
+    train(unet_objective(), config.model_copy(update={"steps": 3}), tmp_path / "split", progress=False)
+    resumed = unet_objective()
+    result = train(resumed, config, tmp_path / "split", resume=True, progress=False)
+    assert result.step == 6
+    a, b = load_file(tmp_path / "straight" / CHECKPOINT), load_file(tmp_path / "split" / CHECKPOINT)
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a) and any(k.startswith("optim.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(tmp_path / "straight") == losses(tmp_path / "split")
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path) -> None:
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        objective = vae_objective()
+        train(objective, TrainConfig(steps=2, batch_size=2, seed=seed), tmp_path / name, progress=False)
+        runs[name] = objective.module.state_dict()
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(core.InputError, match="cannot resume"):
+        train(vae_objective(), TrainConfig(steps=1, batch_size=1), tmp_path, resume=True, progress=False)
+
+
+def test_the_three_stages_run_from_the_command_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(recipes.VAE, "config", TINY_VAE)
+    monkeypatch.setitem(recipes.CLIP, "config", TINY_TEXT)
+    monkeypatch.setitem(recipes.CLIP, "embed_dim", 8)
+    monkeypatch.setitem(recipes.UNET, "config", TINY_UNET)
+    monkeypatch.setitem(recipes.UNET, "cached_images", 8)
+    monkeypatch.setattr(stages, "FRESH_IMAGES", 8)
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    cli.add_train_parser(commands)
+    cli.add_eval_parser(commands)
+    models = tmp_path / "models"
+    for stage in ("vae", "decoder", "clip", "unet"):
+        args = parser.parse_args(["train", stage, "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / stage),
+                                  "--model-dir", str(models), "--device", "cpu"])
+        assert args.run(args) == 0
+        info = component_info(models / recipes.WEIGHT_FILES[stage])
+        assert info["kind"] == recipes.KINDS[stage]
+    encoder = load_component(models / "encoder.safetensors")
+    assert isinstance(encoder, core.Encoder) and encoder.scaling_factor > 0
+    denoiser = load_component(models / "denoiser.safetensors")
+    text = load_component(models / "text.safetensors")
+    assert denoiser(torch.zeros(1, 4, 8, 8), 10, text(["a small red circle on a blue background"])).shape == (1, 4, 8, 8)
+    args = parser.parse_args(["train", "unet", "--steps", "3", "--batch-size", "2", "--out", str(tmp_path / "unet"),
+                              "--model-dir", str(models), "--device", "cpu", "--resume"])
+    assert args.run(args) == 0 and json.loads((tmp_path / "unet" / "state.json").read_text())["step"] == 3
+
+
+def test_attribute_accuracy_of_a_perfect_and_a_blind_generator() -> None:
+    data = core.create("dataset", "shapes", split="heldout", length=10)
+    truth = {data[i][1]: data[i][0] for i in range(10)}
+
+    def perfect(prompts: list[str], seed: int) -> torch.Tensor:
+        return torch.stack([truth[p] for p in prompts])
+
+    def blind(prompts: list[str], seed: int) -> torch.Tensor:
+        return torch.full((len(prompts), 3, 64, 64), -1.0)
+
+    assert evaluate.attribute_accuracy(perfect, data, 10, batch_size=3) == {
+        "background": 1.0, "color": 1.0, "shape": 1.0, "size": 1.0, "all three": 1.0
+    }
+    assert evaluate.attribute_accuracy(blind, data, 10)["all three"] == 0.0
+
+
+def test_contact_sheet_layout() -> None:
+    sheet = evaluate.contact_sheet(torch.zeros(6, 3, 64, 64), ["a", "b"], 3, label_width=100, gap=2)
+    assert sheet.size == (100 + 3 * 66, 2 * 66)
