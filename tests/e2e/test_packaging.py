@@ -1,4 +1,5 @@
-"""A non-editable install works from any directory: the wheel carries registry.yaml and models/."""
+"""A non-editable install works from any directory: the wheel carries registry.yaml and models/, so the
+main command generates with the embedded model."""
 from __future__ import annotations
 
 import subprocess
@@ -55,3 +56,7 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
     validated = subprocess.run([str(script), "validate"], cwd=elsewhere, capture_output=True, text=True)
     assert validated.returncode == 0, validated.stderr
     assert f"ok: {Path(site).resolve() / 'core' / 'bundled' / 'registry.yaml'}" in validated.stdout
+    generated = subprocess.run([str(script), "generate", "a large red circle on a blue background"],
+                               cwd=elsewhere, capture_output=True, text=True)
+    assert generated.returncode == 0, generated.stderr
+    assert (elsewhere / "a-large-red-circle-on-a-blue-background-0.png").is_file()
