@@ -1,10 +1,12 @@
-"""The examples run: the classic 15-line loop equals the pipeline it re-implements."""
+"""The examples run: the classic 15-line loop equals the pipeline it re-implements; the custom registry builds."""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
 from PIL import Image
+
+import core
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -33,8 +35,6 @@ def test_fifteen_lines_command_writes_a_png(tiny_registry, tmp_path, capsys):
 
 
 def test_custom_pipeline_example_builds_and_runs():
-    import core
-
     registry = core.load_registry(EXAMPLES / "custom_pipeline.yaml")
     assert registry.pipeline_names == ["shapes-dpm", "shapes-edit"]
     dpm = registry.build("shapes-dpm", device="cpu")
