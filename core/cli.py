@@ -23,7 +23,7 @@ examples:
   diffstack list pipelines               pipelines of the registry in use
   diffstack validate my-registry.yaml    check a registry file, listing every problem
   diffstack check scheduler/ddim         run the scheduler contract suite on the `ddim` plugin
-  diffstack check denoiser/unet2d-condition --config '{"block_out_channels": [32, 64]}'
+  diffstack check scheduler/ddim --config '{"eta": 0.5, "clip_sample": false}'
 
 The registry in use is --registry FILE, else $DIFFSTACK_REGISTRY, else ./registry.yaml, else the bundled one.
 """
