@@ -10,10 +10,10 @@ from typing import Sequence
 import core
 from core.errors import DiffstackError, InputError
 from core.generate_command import add_generate_parser
-from core.training.cli import add_eval_parser, add_train_parser
 from core.interfaces import KINDS
 from core.plugin_manager import PluginInfo, PluginManager
 from core.registry import load_registry
+from core.training.cli import add_eval_parser, add_train_parser
 from core.validation import validate_config
 
 EXAMPLES = """\

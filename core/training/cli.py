@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from core.create import create
+from core.devices import resolve_device
 from core.registry import load_registry
 from core.training import recipes, stages
 from core.training.evaluate import attribute_accuracy, contact_sheet
@@ -42,7 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = stages.resolve_device(args.device)
+    device = resolve_device(args.device)
     config = stages.train_config(args.stage, {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed})
     out = args.out or DEFAULT_RUNS / args.stage
     began = time.perf_counter()

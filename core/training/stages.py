@@ -21,8 +21,8 @@ from core.interfaces import Dataset
 from core.training import recipes
 from core.training.autoencoder import KLAutoencoderObjective, latent_scale, psnr
 from core.training.contrastive import ContrastiveObjective
-from core.training.diffusion import DiffusionObjective, cache_contexts, cache_latents
 from core.training.data import stack
+from core.training.diffusion import DiffusionObjective, cache_contexts, cache_latents
 from core.training.export import component_info, load_component, save_component
 from core.training.loop import TrainConfig, train
 from core.weights import load_state_dict, save_state_dict
@@ -35,13 +35,6 @@ FRESH_IMAGES = 256  # images the stages measure PSNR and retrieval on
 
 def dataset(split: str, seed: int, length: int = 100_000) -> Dataset:
     return create("dataset", recipes.DATASET, split=split, seed=seed, length=length)
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" → CUDA when present, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def train_config(stage: str, overrides: dict[str, Any]) -> TrainConfig:
