@@ -23,14 +23,14 @@ VAE: dict[str, Any] = {
         "force_upcast": False,
     },
     "beta": 1e-4,
-    "train": {"steps": 1200, "batch_size": 8, "lr": 2e-3, "warmup": 50},
+    "train": {"steps": 2500, "batch_size": 16, "lr": 5e-4, "warmup": 100},
 }
 
 DECODER: dict[str, Any] = {
     # fine-tune the decoder alone on the frozen encoder (as SD's ft-MSE decoders): latents stay the same, so it
     # can run alongside the U-Net stage, which only reads the encoder
     "beta": VAE["beta"],
-    "train": {"steps": 1200, "batch_size": 8, "lr": 1e-3, "warmup": 50},
+    "train": {"steps": 1000, "batch_size": 16, "lr": 2e-4, "warmup": 50},
 }
 
 CLIP: dict[str, Any] = {
@@ -64,8 +64,8 @@ UNET: dict[str, Any] = {
     },
     "schedule": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
     "caption_dropout": 0.1,
-    "cached_images": 8_000,
-    "train": {"steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup": 100, "ema_decay": 0.998},
+    "cached_images": 20_000,
+    "train": {"steps": 2500, "batch_size": 64, "lr": 1e-3, "warmup": 100, "ema_decay": 0.998},
 }
 
 STAGES: dict[str, dict[str, Any]] = {"vae": VAE, "decoder": DECODER, "clip": CLIP, "unet": UNET}
