@@ -1,22 +1,19 @@
-"""Benchmark: diffstack's schedulers against diffusers' on the CPU, same config, same process.
+"""Scheduler overhead: diffstack's update rules against diffusers', same config, same process.
 
-Per rule: the scheduler's time per denoising step (`scale_model_input` + `step` on a (1, 4, 64, 64) latent,
-median of several 50-step runs) for both libraries and their ratio, and the time of `set_timesteps(50)`.
-
-    python bench/schedulers.py [--steps 50] [--runs 5] [--threads 1]
+Per rule, the time the scheduler takes per denoising step (`scale_model_input` + `step` on a (1, 4, 64, 64)
+latent, the median of several 50-step loops), with the model output held fixed so only the scheduler counts.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from core.plugin_manager import PluginManager
+from bench.row import Row
+from core.create import create
 
 SD_SCHEDULE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 RULES = {
@@ -29,69 +26,36 @@ RULES = {
 }
 
 
-def seconds_per_step(scheduler: Any, steps: int, runs: int, takes_generator: bool) -> float:
-    """Median over `runs` loops of the time spent in the scheduler per step."""
-    latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
-    model_output = 0.1 * torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1))
-    per_run = []
-    for _ in range(runs + 1):                                                # the first run warms up
-        scheduler.set_timesteps(steps)
+def seconds_per_step(scheduler: Any, steps: int, repeats: int, device: torch.device, takes_generator: bool) -> list[float]:
+    """Seconds per step of each of `repeats` loops (after one warm-up loop)."""
+    latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    model_output = 0.1 * torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
+    per_loop = []
+    for _ in range(repeats + 1):
+        scheduler.set_timesteps(steps, device=device)
         sample = latents * float(scheduler.init_noise_sigma)
-        kwargs = {"generator": torch.Generator().manual_seed(2)} if takes_generator else {}
-        elapsed = 0.0
+        kwargs = {"generator": torch.Generator(device).manual_seed(2)} if takes_generator else {}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
         for t in scheduler.timesteps:
-            start = time.perf_counter()
             scheduler.scale_model_input(sample, t)
             sample = scheduler.step(model_output, t, sample, **kwargs).prev_sample
-            elapsed += time.perf_counter() - start
-        per_run.append(elapsed / steps)
-    return statistics.median(per_run[1:])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        per_loop.append((time.perf_counter() - start) / steps)
+    return per_loop[1:]
 
 
-def seconds_per_call(call: Callable[[], Any], repeats: int = 50) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable timings)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore")                                          # diffusers' deprecation notices
+def rows(device: torch.device, repeats: int, steps: int = 50) -> list[Row]:
+    warnings.simplefilter("ignore")  # diffusers' deprecation notices
     import diffusers
 
-    plugins = PluginManager.discover(entry_points=False)
-    print(f"CPU, torch {torch.__version__}, diffusers {diffusers.__version__}, {args.threads} thread(s), "
-          f"latent (1, 4, 64, 64), {args.steps} steps, scaled_linear schedule; "
-          "time per step = scale_model_input + step")
-    print(f"{'rule':<16}{'ours/step':>12}{'diffusers/step':>16}{'speed-up':>10}"
-          f"{'ours set_timesteps':>20}{'diffusers set_t.':>18}")
-    speedups = {}
+    out = []
     for name, class_name in RULES.items():
-        spec = plugins.get("scheduler", name).spec
-        ours = spec.build(spec.config(**SD_SCHEDULE))
+        ours = create("scheduler", name, **SD_SCHEDULE)
         theirs = getattr(diffusers, class_name)(**SD_SCHEDULE)
-        ours_step = seconds_per_step(ours, args.steps, args.runs, True)
-        theirs_step = seconds_per_step(theirs, args.steps, args.runs, class_name != "LMSDiscreteScheduler")
-        ours_set = seconds_per_call(lambda s=ours: s.set_timesteps(args.steps))
-        theirs_set = seconds_per_call(lambda s=theirs: s.set_timesteps(args.steps))
-        speedups[name] = theirs_step / ours_step
-        print(f"{name:<16}{ours_step * 1e6:>9.1f} µs{theirs_step * 1e6:>13.1f} µs{speedups[name]:>9.1f}×"
-              f"{ours_set * 1e3:>17.3f} ms{theirs_set * 1e3:>15.3f} ms")
-    slowest = min(speedups, key=speedups.get)
-    print(f"LMS per step: {speedups['lms']:.0f}× faster than diffusers (target ≥ 10×): "
-          f"{'met' if speedups['lms'] >= 10 else 'NOT met'}")
-    print(f"slowest relative to diffusers: {slowest} at {speedups[slowest]:.2f}× (target ≥ 1×): "
-          f"{'met' if speedups[slowest] >= 1 else 'NOT met'}")
-
-
-if __name__ == "__main__":
-    main()
+        mine = statistics.median(seconds_per_step(ours, steps, repeats, device, True))
+        reference = statistics.median(seconds_per_step(theirs, steps, repeats, device, class_name != "LMSDiscreteScheduler"))
+        out.append(Row("scheduler step", f"{name} ({steps} steps, 1×4×64×64)", mine, reference))
+    return out

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from core import weights
 from core.devices import resolve_device, resolve_dtype
 from core.errors import ConfigError, PluginError, RegistryError, WeightsError
+from core.performance import OPTIMISED_KINDS, Performance, optimise_part
 from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
 from core.registry_schema import SLOTS, ComponentDecl, InlineComponent, PipelineDecl, RegistryEnvelope, WeightsRef
@@ -255,9 +256,15 @@ class Registry:
         return self._components[name]
 
     def build(
-        self, name: str | None = None, *, device: torch.device | str = "auto", dtype: torch.dtype | str | None = None
+        self,
+        name: str | None = None,
+        *,
+        device: torch.device | str = "auto",
+        dtype: torch.dtype | str | None = None,
+        performance: Performance | None = None,
     ) -> Pipeline:
-        """Build pipeline `name` (default: `default_pipeline`) on `device` in `dtype` (None: fp16 on CUDA, else fp32)."""
+        """Build pipeline `name` (default: `default_pipeline`) on `device` in `dtype` (None: fp16 on CUDA, else
+        fp32), with the declaration's `performance` settings unless `performance` is given (`--fast`: `core.performance.fast`)."""
         if name is None:
             if self.default_pipeline is None:
                 raise RegistryError(
@@ -268,7 +275,8 @@ class Registry:
         decl = self.pipeline_declaration(name)
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
-        parts = {slot: self._part(name, decl, slot, target, precision) for slot in SLOTS}
+        speed = decl.performance if performance is None else performance
+        parts = {slot: self._part(name, decl, slot, target, precision, speed) for slot in SLOTS}
         return Pipeline(
             name, **parts, device=target, dtype=precision, defaults=decl.defaults, plugin_manager=self.plugin_manager
         )
@@ -282,7 +290,11 @@ class Registry:
         key = ("component", name, decl.weights, target, resolve_dtype(dtype, target))
         return self._cached(key, decl.kind, decl, decl.weights, f"component {name!r}")
 
-    def _part(self, pipeline: str, decl: PipelineDecl, slot: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def _part(
+        self, pipeline: str, decl: PipelineDecl, slot: str, device: torch.device, dtype: torch.dtype, speed: Performance
+    ) -> Any:
+        """The part in `slot`, built once per (declaration, device, dtype, performance): an optimised model part
+        is never shared with a pipeline that asked for other settings."""
         ref = getattr(decl, slot)
         block = self._components[ref] if isinstance(ref, str) else ref
         fill = decl.weights if slot in MODEL_KINDS else None
@@ -293,7 +305,13 @@ class Registry:
         else:
             key = ("inline", pipeline, slot, device, dtype)
             where = f"pipeline {pipeline!r} -> {slot}"
-        return self._cached(key, slot, block, chosen, where)
+        if speed == Performance() or slot not in OPTIMISED_KINDS:
+            return self._cached(key, slot, block, chosen, where)
+        fast_key = (*key, speed)
+        if fast_key not in self._built:
+            plain = self._instantiate(slot, block, chosen, where, device, dtype)
+            self._built[fast_key] = optimise_part(slot, plain, speed, device)
+        return self._built[fast_key]
 
     def _cached(
         self, key: tuple[Any, ...], kind: str, block: InlineComponent, weights_ref: WeightsRef | None, where: str

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from core.interfaces import Kind
+from core.performance import Performance
 
 WeightsFormat = Literal["auto", "native", "diffusers", "sd1-single-file"]
 SLOTS: tuple[str, ...] = ("encoder", "denoiser", "text", "scheduler", "sampler")
@@ -65,7 +66,8 @@ ComponentRef = Annotated[
 class PipelineDecl(Strict):
     """An entry under `pipelines:`. Each slot is a component name or an inline block.
 
-    `weights` (a diffusers folder or a single-file checkpoint) fills every model part that has none.
+    `weights` (a diffusers folder or a single-file checkpoint) fills every model part that has none;
+    `performance` opts into the fast path (`core.performance`).
     """
 
     weights: WeightsRef | None = None
@@ -75,6 +77,7 @@ class PipelineDecl(Strict):
     scheduler: ComponentRef
     sampler: ComponentRef
     defaults: PipelineDefaults = Field(default_factory=PipelineDefaults)
+    performance: Performance = Field(default_factory=Performance)
 
     _weights = field_validator("weights", mode="before")(_weights_shorthand)
 

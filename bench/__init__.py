@@ -1,0 +1,1 @@
+"""Benchmarks of diffstack against diffusers: `python -m bench --help`."""

@@ -1,0 +1,111 @@
+"""`python -m bench`: diffstack against diffusers, in one process, on the same tensors.
+
+    python -m bench [--device cpu|cuda] [--only SECTION ...] [--repeats N] [--fast] [--json]
+
+Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
+(checkpoint loading, fresh processes). Every figure is a median over interleaved repeats; `ratio` is
+ours / diffusers (below 1: faster). `--fast` adds diffstack's fast path (`core.performance.fast`) to the
+txt2img section (its compilation happens in the untimed first call). On the CPU the default sizes finish
+in about five minutes on two cores. Needs the test extras (diffusers, transformers, scipy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from bench import models, pipelines, schedulers
+from bench.row import Row
+from core.devices import resolve_device
+from core.performance import fast as fast_path
+
+SECTIONS = ("schedulers", "unet", "txt2img", "load")
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), cpu) if Path("/proc/cpuinfo").exists() else cpu
+    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, fast: bool) -> list[Row]:
+    size, steps = (512, 20) if device.type == "cuda" else (256, 10)
+    cases = [(f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5", pipelines.sd15_pipeline, size, steps),
+             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20)]
+    out = []
+    for name, build, size, steps in cases:
+        ours = build(device, dtype)
+        result = pipelines.compare(ours, size, steps, repeats, fast_path(device) if fast else None)
+        theirs = result["results"]["diffusers"]
+        for label, measured in result["results"].items():
+            if label != "diffusers":
+                out.append(Row("txt2img", f"{name} [{label}]", measured.median, theirs.median, measured.peak_bytes,
+                               theirs.peak_bytes, f"max |Δ| {result['difference'][label]}/255"))
+        del ours, result
+    return out
+
+
+def seconds(value: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if value >= scale:
+            return f"{value / scale:.3f} {unit}"
+    return f"{value / 1e-6:.1f} µs"
+
+
+def table(rows: list[Row]) -> str:
+    def size(n: int | None) -> str:
+        return "" if n is None else f"{n / 2**30:.2f} GiB"
+
+    lines = [f"{'section':<16}{'case':<52}{'ours':>12}{'diffusers':>12}{'ratio':>7}{'ours peak':>11}"
+             f"{'diff. peak':>11}  note"]
+    for r in rows:
+        lines.append(f"{r.section:<16}{r.case:<52}{seconds(r.ours):>12}{seconds(r.reference):>12}{r.ratio:>7.3f}"
+                     f"{size(r.ours_peak):>11}{size(r.reference_peak):>11}  {r.note}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
+    parser.add_argument("--fast", action="store_true", help="also time diffstack's fast path in txt2img")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # diffusers' and transformers' deprecation notices
+    device = resolve_device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for section in args.only or SECTIONS:
+        print(f"[bench] {section} …", file=sys.stderr, flush=True)
+        if section == "schedulers":
+            rows += schedulers.rows(device, args.repeats)
+        elif section == "unet":
+            rows += models.unet_rows(device, dtype, args.repeats)
+        elif section == "txt2img":
+            rows += txt2img_rows(device, dtype, max(1, args.repeats - 1), args.fast)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                rows += models.load_rows(device, Path(folder))
+    header = {"machine": machine(device), "device": device.type, "dtype": str(dtype).removeprefix("torch."),
+              "seconds": round(time.perf_counter() - started, 1)}
+    if args.json:
+        print(json.dumps({**header, "rows": [r.as_dict() for r in rows]}, indent=1))
+    else:
+        print(f"{header['machine']}, {header['dtype']}, {header['seconds']} s in all")
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""`python -m bench` runs from a checkout and reports ours against diffusers (the scheduler section only:
+the other sections build SD 1.5-sized models and belong to the benchmark run, not the test suite)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_prints_json_rows_with_ratios():
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "schedulers", "--repeats", "1", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["device"] == "cpu" and report["machine"]
+    rules = [row["case"].split()[0] for row in report["rows"]]
+    assert rules == ["ddpm", "ddim", "lms", "euler", "euler-ancestral", "dpmpp-2m"]
+    for row in report["rows"]:
+        assert row["ours"] > 0 and row["reference"] > 0
+        assert row["ratio"] == pytest.approx(row["ours"] / row["reference"])
+
+
+def test_bench_rejects_an_unknown_section():
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "everything"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "invalid choice: 'everything'" in done.stderr
