@@ -211,24 +211,33 @@ class Transformer2D(nn.Module):
         n = len(cfg.block_out_channels)
         heads = per_block(cfg.attention_head_dim, n)[level]
         layers = per_block(cfg.transformer_layers_per_block, n)[level]
+        self.linear_proj = cfg.use_linear_projection
         self.norm = nn.GroupNorm(cfg.norm_num_groups, ch, eps=1e-6)
-        self.proj_in = nn.Linear(ch, ch) if cfg.use_linear_projection else nn.Conv2d(ch, ch, 1)
+        self.proj_in = nn.Linear(ch, ch) if self.linear_proj else nn.Conv2d(ch, ch, 1)
         self.transformer_blocks = nn.ModuleList(
             [
                 BasicTransformerBlock(ch, cfg.cross_attention_dim, heads, cfg.dropout, cfg.upcast_attention)
                 for _ in range(layers)
             ]
         )
-        self.proj_out = nn.Linear(ch, ch) if cfg.use_linear_projection else nn.Conv2d(ch, ch, 1)
+        self.proj_out = nn.Linear(ch, ch) if self.linear_proj else nn.Conv2d(ch, ch, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        h = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, h·w, C) tokens; a view when channels_last
-        h = F.linear(h, self.proj_in.weight.view(C, C), self.proj_in.bias)  # a 1×1 conv is this matmul
+        h = self.norm(x)
+        if not self.linear_proj:
+            h = self.proj_in(h)
+        h = h.permute(0, 2, 3, 1).reshape(B, H * W, C).contiguous()  # (B, h·w, C) tokens
+        if self.linear_proj:
+            h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = block(h, context)
-        h = F.linear(h, self.proj_out.weight.view(C, C), self.proj_out.bias)
-        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, h, w), laid out like x
+        if self.linear_proj:
+            h = self.proj_out(h)
+        h = h.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, h, w)
+        if not self.linear_proj:
+            h = self.proj_out(h.contiguous())
+        return x + h
 
 
 class Downsample(nn.Module):
