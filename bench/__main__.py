@@ -5,8 +5,8 @@
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
 (checkpoint loading, fresh processes). Every figure is a median over interleaved repeats; `ratio` is
 ours / diffusers (below 1: faster). `--fast` adds diffstack's fast path (`core.performance.fast`) to the
-txt2img section (its compilation happens in the untimed first call). On the CPU the default sizes finish
-in about five minutes on two cores. Needs the test extras (diffusers, transformers, scipy).
+txt2img section (its compilation happens in the untimed first call). On the CPU the default sizes take about
+13 minutes on two cores (bench/RESULTS.md). Needs the test extras (diffusers, transformers, scipy).
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import torch
 
 from bench.pipelines import PROMPT, sd15_pipeline
 from bench.reference import diffusers_pipeline
+from bench.timing import measure
 from core.performance import apply_performance, fast
 
 FLOP_PER_STEP = 1.6e12
@@ -36,19 +37,6 @@ def matmul_rate(device: torch.device, n: int = 8192, repeats: int = 20) -> float
         a @ b
     torch.cuda.synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
-def timed(call, device: torch.device, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one untimed (compiling) call."""
-    call()
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        call()
-        torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -83,12 +71,11 @@ def main() -> None:
                 return ours(PROMPT, seed=0, steps=steps, guidance_scale=7.5, height=args.size, width=args.size,
                             negative_prompt="", output_type="tensor", progress=False)
 
-        torch.cuda.reset_peak_memory_stats(device)
-        short, long = (timed(lambda s=s: run(s), device, args.repeats) for s in args.steps)
-        it_s = (args.steps[1] - args.steps[0]) / (long - short)
+        short, long = (measure({variant: lambda s=s: run(s)}, device, args.repeats)[variant] for s in args.steps)
+        it_s = (args.steps[1] - args.steps[0]) / (long.median - short.median)
         outputs[variant] = run(args.steps[1]).float()
         results.append({
-            "variant": variant, "it_s": it_s, "s_per_image": long, "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+            "variant": variant, "it_s": it_s, "s_per_image": long.median, "peak_gib": long.peak_bytes / 2**30,
             "of_bound": it_s * FLOP_PER_STEP / rate,
             "max_diff_vs_diffusers": (outputs[variant] - outputs["diffusers"]).abs().max().item() if "diffusers" in outputs else None,
         })

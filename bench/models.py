@@ -24,31 +24,22 @@ from bench.reference import OURS_ONLY
 from bench.row import Row
 from bench.timing import measure
 
-LOAD_OURS = """
+LOAD = """
 import json, sys, time, torch
 from bench.timing import resident_peak
-from core.registry import load_registry
+{imports}
 start = time.perf_counter()
-pipe = load_registry(sys.argv[1]).build("sd15", device=sys.argv[2], dtype=torch.float16)
-parts = (pipe.denoiser, pipe.encoder, pipe.text)
-sum(float(p.float().sum()) for part in parts for p in part.parameters())
+{build}
+sum(float(p.float().sum()) for part in parts for p in part.parameters())  # read every weight: mapped counts once read
 seconds = time.perf_counter() - start
 gpu = torch.cuda.max_memory_allocated() if sys.argv[2] == "cuda" else None
-print(json.dumps({"seconds": seconds, "rss": resident_peak(), "gpu": gpu}))
+print(json.dumps({{"seconds": seconds, "rss": resident_peak(), "gpu": gpu}}))
 """
-LOAD_DIFFUSERS = """
-import json, sys, time, torch
-from bench.timing import resident_peak
-from diffusers import StableDiffusionPipeline
-start = time.perf_counter()
-pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float16, safety_checker=None,
+LOAD_OURS = LOAD.format(imports="from core.registry import load_registry", build="""pipe = load_registry(sys.argv[1]).build("sd15", device=sys.argv[2], dtype=torch.float16)
+parts = (pipe.denoiser, pipe.encoder, pipe.text)""")
+LOAD_DIFFUSERS = LOAD.format(imports="from diffusers import StableDiffusionPipeline", build="""pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float16, safety_checker=None,
                                                requires_safety_checker=False).to(sys.argv[2])
-parts = (pipe.unet, pipe.vae, pipe.text_encoder)
-sum(float(p.float().sum()) for part in parts for p in part.parameters())
-seconds = time.perf_counter() - start
-gpu = torch.cuda.max_memory_allocated() if sys.argv[2] == "cuda" else None
-print(json.dumps({"seconds": seconds, "rss": resident_peak(), "gpu": gpu}))
-"""
+parts = (pipe.unet, pipe.vae, pipe.text_encoder)""")
 
 
 def unet_rows(device: torch.device, dtype: torch.dtype, repeats: int) -> list[Row]:

@@ -102,7 +102,7 @@ class SpatialSelfAttention(nn.Module):
         q, k, v = (proj(h)[:, None] for proj in (self.to_q, self.to_k, self.to_v))  # (B, 1, h·w, C)
         h = F.scaled_dot_product_attention(q, k, v)[:, 0]  # (B, h·w, C)
         h = self.to_out[0](h).transpose(1, 2).reshape(B, C, H, W)
-        return x + h  # x first: the sum keeps x's memory layout (h is a channels_last view)
+        return h + x
 
 
 class MidBlock(nn.Module):
