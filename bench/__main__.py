@@ -1,12 +1,16 @@
 """`python -m bench`: diffstack against diffusers, in one process, on the same tensors.
 
-    python -m bench [--device cpu|cuda] [--only SECTION ...] [--repeats N] [--fast] [--json]
+    python -m bench [--device cpu|cuda] [--only SECTION ...] [--repeats N] [--eager] [--json]
 
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
 (checkpoint loading, fresh processes). Every figure is a median over interleaved repeats; `ratio` is
-ours / diffusers (below 1: faster). `--fast` adds diffstack's fast path (`core.performance.fast`) to the
-txt2img section (its compilation happens in the untimed first call). On the CPU the default sizes take about
-13 minutes on two cores (bench/RESULTS.md). Needs the test extras (diffusers, transformers, scipy).
+ours / diffusers (below 1: faster). The unet and txt2img sections time diffstack as built ("ours") and on its
+fast path ("ours fast", `core.performance.fast`; packing or compiling happens in an untimed first call).
+SD 1.5-architecture cases are long: its U-Net forward is timed `repeats // 2` times, its generation
+`repeats // 3` times (each at least once; `--repeats 6` doubles both), the latter on the fast path only
+unless `--eager` (the eager U-Net row tells the same story for ~90 s less on the CPU); shapes-tiny cases are
+timed 10× and 3× `repeats` times. The CPU run takes ~5 minutes on two cores (bench/RESULTS.md). Needs the
+test extras (diffusers, transformers, scipy).
 """
 from __future__ import annotations
 
@@ -38,14 +42,15 @@ def machine(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, fast: bool) -> list[Row]:
+def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, eager: bool) -> list[Row]:
     size, steps = (512, 20) if device.type == "cuda" else (256, 10)
-    cases = [(f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5", pipelines.sd15_pipeline, size, steps),
-             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20)]
+    cases = [(f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5", pipelines.sd15_pipeline, size, steps,
+              max(1, repeats // 3), eager),
+             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20, 3 * repeats, True)]
     out = []
-    for name, build, size, steps in cases:
+    for name, build, size, steps, runs, with_eager in cases:
         ours = build(device, dtype)
-        result = pipelines.compare(ours, size, steps, repeats, fast_path(device) if fast else None)
+        result = pipelines.compare(ours, size, steps, runs, fast_path(device), eager=with_eager)
         theirs = result["results"]["diffusers"]
         for label, measured in result["results"].items():
             if label != "diffusers":
@@ -79,7 +84,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
-    parser.add_argument("--fast", action="store_true", help="also time diffstack's fast path in txt2img")
+    parser.add_argument("--eager", action="store_true",
+                        help="also time the eager SD 1.5-architecture txt2img (about 90 s more on two CPU cores)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # diffusers' and transformers' deprecation notices
@@ -94,7 +100,7 @@ def main() -> None:
         elif section == "unet":
             rows += models.unet_rows(device, dtype, args.repeats)
         elif section == "txt2img":
-            rows += txt2img_rows(device, dtype, max(1, args.repeats - 1), args.fast)
+            rows += txt2img_rows(device, dtype, args.repeats, args.eager)
         else:
             with tempfile.TemporaryDirectory() as folder:
                 rows += models.load_rows(device, Path(folder))

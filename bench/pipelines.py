@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ def _random_part(kind: str, plugin: str, config: dict[str, Any], seed: int, devi
     ).eval().requires_grad_(False)
 
 
-def sd15_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
-    """Stable Diffusion 1.5's architecture with random weights, DDIM (SD's settings), classifier-free guidance."""
+@functools.cache
+def _sd15_random() -> Pipeline:
+    device, dtype = torch.device("cpu"), torch.float32
     return Pipeline(
         "sd15-arch",
         encoder=_random_part("encoder", "vae-kl", {"force_upcast": False}, 1, device, dtype),
@@ -60,6 +62,17 @@ def sd15_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
     )
 
 
+def sd15_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
+    """Stable Diffusion 1.5's architecture with random weights, DDIM (SD's settings), classifier-free guidance.
+    The float32 CPU pipeline is made once per process (~1.1 B random weights take ~18 s on two cores) and
+    shared; another device or dtype gets a converted copy."""
+    base = _sd15_random()
+    if (torch.device(device), dtype) == (base.device, base.dtype):
+        return base
+    parts = {kind: copy.deepcopy(getattr(base, kind)).to(device, dtype) for kind in ("encoder", "denoiser", "text")}
+    return dataclasses.replace(base, **parts, device=torch.device(device), dtype=dtype)
+
+
 def shapes_tiny_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
     return load_registry(bundled_registry_path()).build("shapes-tiny", device=device, dtype=dtype)
 
@@ -68,8 +81,10 @@ def _pixel_difference(a: Any, b: Any) -> int:
     return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
 
 
-def compare(ours: Pipeline, size: int, steps: int, repeats: int, performance: Performance | None) -> dict[str, Any]:
-    """Time ours (as built, and a copy with `performance` if given) against diffusers on the same tensors.
+def compare(
+    ours: Pipeline, size: int, steps: int, repeats: int, performance: Performance, eager: bool = True
+) -> dict[str, Any]:
+    """Time ours (a copy with `performance`, and as built if `eager`) against diffusers on the same tensors.
 
     One-step generations warm every variant up (and compile the fast path); the timed runs' pictures are
     compared with diffusers' → {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
@@ -90,12 +105,11 @@ def compare(ours: Pipeline, size: int, steps: int, repeats: int, performance: Pe
             return reference(PROMPT, negative_prompt="", latents=latents, num_inference_steps=n,
                              guidance_scale=guidance, height=size, width=size).images[0]
 
-    variants = {"ours": ours}
-    if performance is not None:
-        variants["ours fast"] = apply_performance(
-            dataclasses.replace(ours, denoiser=copy.deepcopy(ours.denoiser), encoder=copy.deepcopy(ours.encoder)),
-            performance,
-        )
+    variants = {"ours": ours} if eager else {}
+    variants["ours fast"] = apply_performance(
+        dataclasses.replace(ours, denoiser=copy.deepcopy(ours.denoiser), encoder=copy.deepcopy(ours.encoder)),
+        performance,
+    )
     calls = {name: (lambda p=pipe: run_ours(p, steps)) for name, pipe in variants.items()}
     warmups = {name: (lambda p=pipe: run_ours(p, 1)) for name, pipe in variants.items()}
     calls["diffusers"], warmups["diffusers"] = (lambda: run_reference(steps)), (lambda: run_reference(1))

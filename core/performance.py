@@ -4,6 +4,8 @@
                    and cuDNN convolve fastest; numerically the same computation
     prepack        on the CPU: conv and linear weights reordered once into oneDNN's layout instead of on
                    every call (`core.prepacked`); what inductor's freezing does, without compiling
+    winograd       with prepack: wide 3×3 convolutions (≥ 256 channels in and out) by Winograd's F(2×2, 3×3),
+                   4 multiplies per output instead of 9 (`core.winograd`); equal up to float rounding
     compile        torch.compile (inductor) the denoiser and the encoder's decode; on the CPU with weight
                    freezing (constant-folded, pre-packed weights); shapes are static, so a new image size or
                    batch compiles once more
@@ -20,7 +22,7 @@ import logging
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.prepacked import prepack
 
@@ -34,16 +36,25 @@ class Performance(BaseModel):
 
     channels_last: bool = Field(False, description="NHWC conv weights and activations")
     prepack: bool = Field(False, description="CPU: conv and linear weights packed once for oneDNN (skipped under compile)")
+    winograd: bool = Field(False, description="with prepack: wide 3×3 convolutions by Winograd F(2×2, 3×3)")
     compile: bool = Field(False, description="torch.compile the denoiser and the decoder (first call compiles)")
     cuda_graphs: bool = Field(False, description="with compile, on CUDA: replay the denoiser as CUDA graphs")
 
+    @model_validator(mode="after")
+    def _check_requirements(self) -> Performance:
+        for option, needs in (("winograd", "prepack"), ("cuda_graphs", "compile")):
+            if getattr(self, option) and not getattr(self, needs):
+                raise ValueError(f"{option} works through {needs}: set {needs}: true as well, or drop {option}")
+        return self
+
 
 def fast(device: torch.device | str) -> Performance:
-    """What `--fast` turns on: on CUDA channels_last, compile and CUDA graphs; on the CPU channels_last and
-    prepacked convolutions (compiling a big model takes minutes on a few cores, see bench/RESULTS.md)."""
+    """What `--fast` turns on: on CUDA channels_last, compile and CUDA graphs; on the CPU channels_last,
+    prepacked weights and Winograd convolutions (compiling a big model takes minutes on a few cores, see
+    bench/RESULTS.md)."""
     if torch.device(device).type == "cuda":
         return Performance(channels_last=True, compile=True, cuda_graphs=True)
-    return Performance(channels_last=True, prepack=True)
+    return Performance(channels_last=True, prepack=True, winograd=True)
 
 
 OPTIMISED_KINDS = ("denoiser", "encoder")  # the parts that run per step or per pixel; text runs once per prompt
@@ -64,7 +75,7 @@ def optimise_part(kind: str, part: Any, performance: Performance, device: torch.
     if performance.channels_last and isinstance(part, torch.nn.Module):
         part.to(memory_format=torch.channels_last)
     if performance.prepack and not performance.compile and device.type == "cpu" and isinstance(part, torch.nn.Module):
-        prepack(part)
+        prepack(part, winograd=performance.winograd)
     if performance.compile:
         options = compile_options(device, performance.cuda_graphs)
         if kind == "denoiser" and isinstance(part, torch.nn.Module):

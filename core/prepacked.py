@@ -4,22 +4,31 @@ inference).
 PyTorch's eager convolution on the CPU reorders the weight into oneDNN's blocked layout on every call. For
 the wide, low-resolution convolutions of a U-Net that reorder costs more than the arithmetic (measured here,
 one thread: a 1280-channel 3×3 conv on a 2×1280×4×4 input takes 115 ms channels_last, 47 ms prepacked).
-Linear layers go through oneDNN's matmul on a packed weight too, a few per cent faster than the default
-sgemm on this class of CPU. inductor's `freezing` does the same when it compiles; this does it without
-compiling.
+Large linear layers go through oneDNN's matmul on a packed weight too, 5–10 % faster than the default sgemm
+on this class of CPU (small ones stay on sgemm: oneDNN's fixed cost of ~45 µs a call loses there).
+A 1×1 convolution on a channels_last input is that matmul over the pixels (oneDNN's convolution costs
+~100 µs a call to set up, more than a small model's whole layer). inductor's `freezing` does much the same
+when it compiles; this does it without compiling. With `winograd`, wide 3×3 convolutions take Winograd's
+algorithm instead (`core.winograd`, ~0.65× of the packed direct convolution's time where it applies).
 
 It uses oneDNN ops that PyTorch exposes without a stability promise (`torch.ops.mkldnn.
 _reorder_convolution_weight`, `_convolution_pointwise`, `_reorder_linear_weight`, `_linear_pointwise`), so
 it only switches on where they exist, and every call they do not cover — autograd, another device or dtype,
 a changed weight — takes the plain path. A weight is packed for the input's shape (oneDNN chooses the
-blocking by shape; a pack made without it is up to 40× slower for narrow convs) on the first call and again
-when the shape or the weight changes. Values equal the plain layer's up to float rounding; convolution
-outputs come out channels_last.
+blocking by shape; a pack made without it is up to 40× slower for narrow convs; the choice of Winograd, of
+the matmul and of the linear threshold depend on it too) on the first call and again when the shape or the
+weight changes. Values equal the plain layer's up to float rounding; convolution outputs come out
+channels_last.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from core import winograd
 
 OPS = ("_reorder_convolution_weight", "_convolution_pointwise", "_reorder_linear_weight", "_linear_pointwise")
 
@@ -29,12 +38,20 @@ def available() -> bool:
     return torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, name) for name in OPS)
 
 
-class PrepackedForward:
-    """Replaces `layer.forward`: the oneDNN op on a packed weight when it applies, else the class's forward."""
+Plan = Callable[[torch.Tensor], torch.Tensor]
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
+LINEAR_MIN_WEIGHT = 2**19  # K·N: from here the packed weight pays at any batch (it is read once, in order)
+LINEAR_MIN_WORK = 2**26  # M·K·N: smaller products are faster through the default sgemm (oneDNN's ~45 µs setup)
+
+
+class PrepackedForward:
+    """Replaces `layer.forward`: per input shape (and weight version) a plan — the oneDNN op on a packed
+    weight, Winograd on transformed filters, or the class's own forward — chosen once and reused."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, winograd: bool = False) -> None:
         self.layer = layer
-        self.packed: torch.Tensor | None = None
+        self.winograd = winograd
+        self.plan: Plan | None = None
         self.key: tuple[int, tuple[int, ...]] | None = None
 
     def _applies(self, x: torch.Tensor) -> bool:
@@ -44,47 +61,65 @@ class PrepackedForward:
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         )
 
-    def _weight(self, x: torch.Tensor) -> torch.Tensor:
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        return type(self.layer).forward(self.layer, x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._applies(x):
+            return self.plain(x)
         key = (self.layer.weight._version, tuple(x.shape))
         if key != self.key:
-            self.packed = self._pack(self.layer.weight.detach(), x)
-            self.key = key
-        return self.packed
+            self.plan, self.key = self._plan(self.layer.weight.detach(), x), key
+        return self.plan(x)
 
-    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
         raise NotImplementedError
 
 
-class PrepackedConv2d(PrepackedForward):
-    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        conv = self.layer
-        return torch.ops.mkldnn._reorder_convolution_weight(
-            weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
-        )
+def linear_plan(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Plan:
+    """x (…, K) @ weight (N, K)ᵀ + bias for `rows` rows of x: oneDNN on a packed weight where the product is
+    big enough to pay its fixed cost, the default sgemm otherwise."""
+    n, k = weight.shape
+    if k * n < LINEAR_MIN_WEIGHT and rows * k * n < LINEAR_MIN_WORK:
+        return lambda x: F.linear(x, weight, bias)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0)
+            and conv.groups == 1)
+
+
+class PrepackedConv2d(PrepackedForward):
+    def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
         conv = self.layer
-        if not (self._applies(x) and x.ndim == 4):
-            return nn.Conv2d.forward(conv, x)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._weight(x), conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-            "none", [], "",
-        )
+        if x.ndim != 4:
+            return self.plain
+        if self.winograd and winograd.suits(conv, x):
+            filters = winograd.transform_weight(weight)
+            return lambda x: winograd.conv3x3(x, filters, conv.bias)
+        if _is_pointwise(conv) and x.is_contiguous(memory_format=torch.channels_last):
+            # a 1×1 conv on NHWC is a matmul over the pixels, without oneDNN's ~100 µs per call setup
+            b, c, h, w = x.shape
+            matmul = linear_plan(weight.view(weight.shape[0], c), conv.bias, b * h * w)
+            return lambda x: matmul(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *geometry, list(x.shape))
+        return lambda x: torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, *geometry, "none", [], "")
 
 
 class PrepackedLinear(PrepackedForward):
-    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._reorder_linear_weight(weight, x.numel() // x.shape[-1])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self._applies(x) and x.ndim >= 2):
-            return nn.Linear.forward(self.layer, x)
-        return torch.ops.mkldnn._linear_pointwise(x, self._weight(x), self.layer.bias, "none", [], "")
+    def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
+        if x.ndim < 2:
+            return self.plain
+        return linear_plan(weight, self.layer.bias, x.numel() // x.shape[-1])
 
 
-def prepack(module: nn.Module) -> int:
-    """Give every plain `nn.Linear` and zero-padded `nn.Conv2d` in `module` a prepacked forward; returns how
-    many. A no-op (0) where the oneDNN ops are missing; layers already prepacked are left as they are."""
+def prepack(module: nn.Module, winograd: bool = False) -> int:
+    """Give every plain `nn.Linear` and zero-padded `nn.Conv2d` in `module` a prepacked forward (with
+    `winograd`, wide 3×3 convolutions go through `core.winograd`); returns how many. A no-op (0) where the
+    oneDNN ops are missing; layers already prepacked are left as they are."""
     if not available():
         return 0
     count = 0
@@ -92,7 +127,7 @@ def prepack(module: nn.Module) -> int:
         if isinstance(layer.forward, PrepackedForward):
             continue
         if type(layer) is nn.Conv2d and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
-            layer.forward = PrepackedConv2d(layer)
+            layer.forward = PrepackedConv2d(layer, winograd)
         elif type(layer) is nn.Linear:
             layer.forward = PrepackedLinear(layer)
         else:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from core import prepacked
 from core.prepacked import PrepackedForward, available, prepack
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN convolution ops")
@@ -82,3 +83,33 @@ def test_unet_forward_unchanged_and_packing_idempotent():
         assert count == sum(type(m) in (nn.Conv2d, nn.Linear) for m in unet.modules())
         assert prepack(unet) == 0
         torch.testing.assert_close(unet(sample, 10, context), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows, features, packed", [(8, 16, False), (4096, 256, True), (2, 1024, True)],
+                         ids=["small-sgemm", "large-work", "large-weight"])
+def test_linear_plan_packs_only_large_products(rows: int, features: int, packed: bool, monkeypatch):
+    reorders = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", lambda *a: reorders.append(a[1]) or reorder(*a))
+    torch.manual_seed(0)
+    linear = nn.Linear(features, features)
+    x = torch.randn(rows, features)
+    with torch.no_grad():
+        plan = prepacked.linear_plan(linear.weight, linear.bias, rows)
+        torch.testing.assert_close(plan(x), nn.Linear.forward(linear, x), atol=1e-4, rtol=1e-4)
+    assert reorders == ([rows] if packed else [])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv_on_channels_last_is_a_matmul(channels_last: bool):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 5, 1)
+    x = torch.randn(2, 8, 6, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = nn.Conv2d.forward(conv, x)
+        prepack(conv)
+        y = conv(x)
+    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last)

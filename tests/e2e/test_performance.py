@@ -28,7 +28,7 @@ def with_performance(registry: Path, block: str) -> Path:
 
 
 def test_cpu_fast_path_gives_the_eager_images(tiny_registry: Path, tiny_pipeline: core.Pipeline):
-    fast = core.load_registry(with_performance(tiny_registry, "{channels_last: true, prepack: true}")).build(device="cpu")
+    fast = core.load_registry(with_performance(tiny_registry, "{channels_last: true, prepack: true, winograd: true}")).build(device="cpu")
     assert fast.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(fast.encoder.decoder.conv_out.forward, PrepackedForward) == prepacked.available()
     assert not tiny_pipeline.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -42,7 +42,7 @@ def test_compiled_pipeline_gives_the_eager_images(tiny_registry: Path, tiny_pipe
 
 def test_fast_means_compile_and_cuda_graphs_on_cuda_and_no_compiling_on_the_cpu():
     assert fast("cuda") == Performance(channels_last=True, compile=True, cuda_graphs=True)
-    assert fast("cpu") == Performance(channels_last=True, prepack=True)
+    assert fast("cpu") == Performance(channels_last=True, prepack=True, winograd=True)
 
 
 def test_optimised_parts_are_not_shared_with_plain_builds(tiny_registry: Path):
@@ -60,3 +60,10 @@ def test_unknown_performance_option_is_named(tiny_registry: Path):
     with pytest.raises(core.RegistryError) as caught:
         core.load_registry(with_performance(tiny_registry, "{compiled: true}"))
     assert "pipelines -> tiny -> performance -> compiled" in str(caught.value)
+
+
+@pytest.mark.parametrize("block, needs", [("{winograd: true}", "prepack"), ("{cuda_graphs: true}", "compile")])
+def test_an_option_without_the_one_it_works_through_is_an_error(tiny_registry: Path, block: str, needs: str):
+    with pytest.raises(core.RegistryError) as caught:
+        core.load_registry(with_performance(tiny_registry, block))
+    assert "pipelines -> tiny -> performance" in str(caught.value) and f"set {needs}: true" in str(caught.value)
