@@ -94,7 +94,7 @@ def main() -> None:
     started = time.perf_counter()
     rows: list[Row] = []
     for section in args.only or SECTIONS:
-        print(f"[bench] {section} …", file=sys.stderr, flush=True)
+        print(f"[bench] {section} … ({time.perf_counter() - started:.0f} s so far)", file=sys.stderr, flush=True)
         if section == "schedulers":
             rows += schedulers.rows(device, args.repeats)
         elif section == "unet":

@@ -7,6 +7,7 @@ weights in memory (until one side converts its own, e.g. to channels_last).
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -26,18 +27,22 @@ OURS_ONLY = {
 def realistic_init(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors of the given shapes that keep activations O(1) through a deep net (no denormals, no
     overflow, so the timings are those of real weights): matrices and kernels N(0, 1/fan_in), 1-D norm
-    weights 1, biases 0."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        if value.ndim >= 2:
-            fan_in = value[0].numel()
-            out[key] = torch.randn(value.shape, generator=generator) / fan_in**0.5
-        elif key.endswith("weight") and "norm" in key:
-            out[key] = torch.ones(value.shape)
-        else:
-            out[key] = torch.zeros(value.shape)
-    return out
+    weights 1, biases 0. Each matrix has its own generator (seeded by `seed` and its place), so they are
+    drawn on all cores at once and come out the same however the work is shared."""
+
+    def draw(index: int, shape: torch.Size) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        return torch.empty(shape).normal_(std=shape[1:].numel() ** -0.5, generator=generator)
+
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        matrices = {key: pool.submit(draw, i, value.shape) for i, (key, value) in enumerate(state.items())
+                    if value.ndim >= 2}
+        return {
+            key: matrices[key].result() if key in matrices
+            else torch.ones(value.shape) if key.endswith("weight") and "norm" in key
+            else torch.zeros(value.shape)
+            for key, value in state.items()
+        }
 
 
 def _load_shared(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -62,10 +62,13 @@ def measure(
     warmup_calls: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, Measurement]:
     """Time each call `repeats` times after `warmup` untimed rounds, interleaved: round r runs every call once.
-    `warmup_calls` (same keys) replace the calls in the warm-up rounds, e.g. a one-step generation."""
+    If given, `warmup_calls` replace the calls in the warm-up rounds (e.g. a one-step generation), and only
+    the calls named there are warmed up (those with one-time work: packing, compiling)."""
     results = {name: Measurement() for name in calls}
     for round_ in range(warmup + repeats):
         for name, call in calls.items():
+            if round_ < warmup and warmup_calls is not None and name not in warmup_calls:
+                continue
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             else:

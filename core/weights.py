@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
 from core.errors import WeightsError
 
@@ -202,7 +203,7 @@ def load_into(
     Every key and shape is checked before anything is written: a WeightsError lists missing keys,
     unexpected keys and shape mismatches (first few of each, with counts) and leaves the module untouched.
     Tensors are then read one at a time. A parameter or buffer on the meta device (see `build_with_weights`)
-    is replaced by a new tensor on `device` (default CPU) with the meta tensor's dtype and layout.
+    is replaced by a new tensor on `device` (default CPU) with the meta tensor's dtype and strides.
     """
     own = module.state_dict(keep_vars=True)
     missing = sorted(set(own) - set(state))
@@ -229,12 +230,30 @@ def load_into(
             if not target.is_meta:
                 target.copy_(state[key])
                 continue
-            filled = torch.empty_like(target, device=device or "cpu").copy_(state[key])
+            filled = torch.empty_strided(target.shape, target.stride(), dtype=target.dtype, device=device or "cpu")
+            filled.copy_(state[key])
             owner_name, _, name = key.rpartition(".")
             owner = module.get_submodule(owner_name)
             if isinstance(target, torch.nn.Parameter):
                 filled = torch.nn.Parameter(filled, requires_grad=target.requires_grad)
             setattr(owner, name, filled)
+
+
+class SkipInitOnMeta(TorchFunctionMode):
+    """Inside it, random initialisation (`torch.nn.init.*`, `Tensor.normal_` and kin) of meta tensors returns
+    the tensor untouched. On the meta device it computes nothing anyway, but torch routes it through its
+    Python reference implementations (and imports torch._dynamo for them): ~3 s of an SD 1.5 load."""
+
+    INIT = frozenset({"normal_", "uniform_", "trunc_normal_", "zero_", "zeros_", "ones_", "fill_", "constant_",
+                      "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's protocol)
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.INIT:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if getattr(tensor, "is_meta", False):
+                return tensor
+        return func(*args, **kwargs)
 
 
 def build_with_weights(
@@ -253,7 +272,7 @@ def build_with_weights(
     from the checkpoint. Peak memory ≈ the loaded model plus one tensor. A module holding non-persistent
     buffers (computed in `__init__`, absent from checkpoints) is built normally instead.
     """
-    with torch.device("meta"):
+    with torch.device("meta"), SkipInitOnMeta():
         module = build()
     if set(dict(module.named_buffers())) - set(module.state_dict()):
         module = build()

@@ -148,6 +148,28 @@ def test_build_with_weights_materialises_from_the_checkpoint_only() -> None:
     assert torch.equal(module.proj.weight, source.proj.weight.to(torch.bfloat16))
 
 
+def test_meta_initialisation_is_skipped_and_real_initialisation_is_not() -> None:
+    real = torch.zeros(3, 4)
+    with torch.device("meta"), weights.SkipInitOnMeta():
+        meta = torch.empty(3, 4)
+        assert nn.init.normal_(meta) is meta and nn.init.kaiming_uniform_(meta, a=5**0.5) is meta
+        assert nn.init.normal_(tensor=meta, std=2.0) is meta
+        nn.init.ones_(real)
+    assert torch.equal(real, torch.ones(3, 4))
+
+
+def test_build_with_weights_keeps_a_channels_last_layout_made_in_init() -> None:
+    class ChannelsLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+
+    state = ChannelsLast().state_dict()
+    module = weights.build_with_weights(ChannelsLast, state, component="c", source="s")
+    assert module.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(module.conv.weight, state["conv.weight"])
+
+
 def test_build_with_weights_builds_normally_when_init_computes_buffers() -> None:
     class WithTable(Small):
         def __init__(self) -> None:
