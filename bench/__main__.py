@@ -3,8 +3,8 @@
     python -m bench [--device cpu|cuda] [--only SECTION ...] [--repeats N] [--eager] [--json]
 
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
-(checkpoint loading, fresh processes). Every figure is a median over interleaved repeats; `ratio` is
-ours / diffusers (below 1: faster). The unet and txt2img sections time diffstack as built ("ours") and on its
+(checkpoint loading, fresh processes); kernels (3×3 convolutions against torch's, CPU) only when named in
+`--only`. Every figure is a median over interleaved repeats; `ratio` is ours / reference (below 1: faster). The unet and txt2img sections time diffstack as built ("ours") and on its
 fast path ("ours fast", `core.performance.fast`; packing or compiling happens in an untimed first call).
 SD 1.5-architecture cases are long: its U-Net forward is timed `repeats // 2` times, its generation
 `repeats // 3` times (each at least once; `--repeats 6` doubles both), the latter on the fast path only
@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from bench import models, pipelines, schedulers
+from bench import kernels, models, pipelines, schedulers
 from bench.row import Row
 from core.devices import resolve_device
 from core.performance import fast as fast_path
 
-SECTIONS = ("schedulers", "unet", "txt2img", "load")
+SECTIONS = ("schedulers", "unet", "txt2img", "load", "kernels")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # kernels: on request
 
 
 def machine(device: torch.device) -> str:
@@ -93,7 +94,7 @@ def main() -> None:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     started = time.perf_counter()
     rows: list[Row] = []
-    for section in args.only or SECTIONS:
+    for section in args.only or DEFAULT_SECTIONS:
         print(f"[bench] {section} … ({time.perf_counter() - started:.0f} s so far)", file=sys.stderr, flush=True)
         if section == "schedulers":
             rows += schedulers.rows(device, args.repeats)
@@ -101,6 +102,8 @@ def main() -> None:
             rows += models.unet_rows(device, dtype, args.repeats)
         elif section == "txt2img":
             rows += txt2img_rows(device, dtype, args.repeats, args.eager)
+        elif section == "kernels":
+            rows += kernels.rows(device, args.repeats)
         else:
             with tempfile.TemporaryDirectory() as folder:
                 rows += models.load_rows(device, Path(folder))

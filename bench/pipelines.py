@@ -74,7 +74,9 @@ def sd15_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
 
 
 def shapes_tiny_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
-    return load_registry(bundled_registry_path()).build("shapes-tiny", device=device, dtype=dtype)
+    """The bundled shapes-tiny pipeline, eager (as shipped it runs the fast path: its `performance:` block)."""
+    return load_registry(bundled_registry_path()).build("shapes-tiny", device=device, dtype=dtype,
+                                                        performance=Performance())
 
 
 def _pixel_difference(a: Any, b: Any) -> int:

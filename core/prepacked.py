@@ -22,6 +22,7 @@ channels_last.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -45,14 +46,14 @@ LINEAR_MIN_WORK = 2**26  # M·K·N: smaller products are faster through the defa
 
 
 class PrepackedForward:
-    """Replaces `layer.forward`: per input shape (and weight version) a plan — the oneDNN op on a packed
+    """Replaces `layer.forward`: per input shape and layout (and weight version) a plan — the oneDNN op on a packed
     weight, Winograd on transformed filters, or the class's own forward — chosen once and reused."""
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, winograd: bool = False) -> None:
         self.layer = layer
         self.winograd = winograd
         self.plan: Plan | None = None
-        self.key: tuple[int, tuple[int, ...]] | None = None
+        self.key: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None
 
     def _applies(self, x: torch.Tensor) -> bool:
         weight = self.layer.weight
@@ -64,10 +65,14 @@ class PrepackedForward:
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return type(self.layer).forward(self.layer, x)
 
+    def __deepcopy__(self, memo: dict[int, object]) -> PrepackedForward:
+        """A copied layer gets its own forward with no plan: plans hold the packed weights of this layer."""
+        return type(self)(copy.deepcopy(self.layer, memo), self.winograd)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self._applies(x):
             return self.plain(x)
-        key = (self.layer.weight._version, tuple(x.shape))
+        key = (self.layer.weight._version, tuple(x.shape), x.stride())
         if key != self.key:
             self.plan, self.key = self._plan(self.layer.weight.detach(), x), key
         return self.plan(x)

@@ -2,6 +2,8 @@
 path wherever the packed one does not apply, and a fresh pack after the weights or the input shape change."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -100,16 +102,28 @@ def test_linear_plan_packs_only_large_products(rows: int, features: int, packed:
     assert reorders == ([rows] if packed else [])
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_pointwise_conv_on_channels_last_is_a_matmul(channels_last: bool):
+def test_pointwise_conv_on_channels_last_is_a_matmul_and_other_layouts_still_work():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 5, 1)
     x = torch.randn(2, 8, 6, 4)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x_last = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         expected = nn.Conv2d.forward(conv, x)
         prepack(conv)
-        y = conv(x)
-    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
-    assert y.is_contiguous(memory_format=torch.channels_last)
+        for inputs in (x_last, x, x_last):  # same shape, the layout changes: a plan per layout
+            y = conv(inputs)
+            torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+    assert conv(x_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_deep_copy_packs_its_own_weights():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    prepack(conv)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        conv(x)
+        twin = copy.deepcopy(conv)
+        twin.weight.copy_(torch.randn_like(twin.weight))
+        assert twin.forward.layer is twin and twin.forward.plan is None
+        torch.testing.assert_close(twin(x), nn.Conv2d.forward(twin, x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x), atol=1e-5, rtol=1e-5)

@@ -30,3 +30,18 @@ def test_bench_rejects_an_unknown_section():
     done = subprocess.run([sys.executable, "-m", "bench", "--only", "everything"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "invalid choice: 'everything'" in done.stderr
+
+
+def test_gpu_script_runs_small_on_the_cpu():
+    """bench/gpu.py is the one script a lent GPU machine runs; its logic is proven here, small and in float32."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--size", "64", "--steps", "1", "2", "--repeats", "1",
+         "--variants", "diffusers", "diffstack", "diffstack-fast"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["variant"] for r in results] == ["diffusers", "diffstack", "diffstack-fast"]
+    for r in results:
+        assert r["it_s"] > 0 and r["s_per_image"] > 0 and 0 < r["of_bound"] < 1
+    assert all(r["max_diff_vs_diffusers"] < 0.02 for r in results[1:])  # same weights, same image (in [-1, 1])
