@@ -9,7 +9,7 @@ fast path ("ours fast", `core.performance.fast`; packing or compiling happens in
 SD 1.5-architecture cases are long: its U-Net forward is timed `repeats // 2` times, its generation
 `repeats // 3` times (each at least once; `--repeats 6` doubles both), the latter on the fast path only
 unless `--eager` (the eager U-Net row tells the same story for ~90 s less on the CPU); shapes-tiny cases are
-timed 10× and 3× `repeats` times. The CPU run takes ~5 minutes on two cores (bench/RESULTS.md). Needs the
+timed 10× and 2× `repeats` times. The CPU run takes ~5 minutes on two cores (bench/RESULTS.md). Needs the
 test extras (diffusers, transformers, scipy).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, eager: 
     size, steps = (512, 20) if device.type == "cuda" else (256, 10)
     cases = [(f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5", pipelines.sd15_pipeline, size, steps,
               max(1, repeats // 3), eager),
-             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20, 3 * repeats, True)]
+             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20, 2 * repeats, True)]
     out = []
     for name, build, size, steps, runs, with_eager in cases:
         ours = build(device, dtype)

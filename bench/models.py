@@ -23,7 +23,7 @@ import torch
 from bench.pipelines import sd15_pipeline, shapes_tiny_pipeline
 from bench.reference import OURS_ONLY
 from bench.row import Row
-from bench.timing import measure
+from bench.timing import measure, warmups
 from core.performance import fast as fast_path
 from core.performance import optimise_part
 
@@ -63,19 +63,18 @@ def unet_rows(device: torch.device, dtype: torch.dtype, repeats: int) -> list[Ro
         sample = torch.randn(2, ours.in_channels, size, size, generator=generator).to(device, dtype)
         context = torch.randn(2, tokens, ours.context_dim, generator=generator).to(device, dtype)
         timestep = torch.tensor(500, device=device)
+        calls = {
+            "ours": lambda: ours(sample, timestep, context),
+            "ours fast": lambda: fast(sample, timestep, context),
+            "diffusers": lambda: reference(sample, timestep, context).sample,
+        }
         with torch.inference_mode():
-            expected = reference(sample, timestep, context).sample
-            differences = {label: (unet(sample, timestep, context) - expected).abs().max().item()
-                           for label, unet in (("ours", ours), ("ours fast", fast))}
-            results = measure({
-                "ours": lambda: ours(sample, timestep, context),
-                "ours fast": lambda: fast(sample, timestep, context),
-                "diffusers": lambda: reference(sample, timestep, context),
-            }, device, runs, warmup=0)  # the differences above were the warm-up calls
+            results = measure(calls, device, runs, warmup_calls=warmups(calls, device))
         theirs = results["diffusers"]
         for label in ("ours", "ours fast"):
+            difference = (results[label].output - theirs.output).abs().max().item()
             out.append(Row("unet forward", f"{name} [{label}]", results[label].median, theirs.median,
-                           note=f"max |Δ| {differences[label]:.1e}"))
+                           note=f"max |Δ| {difference:.1e}"))
     return out
 
 

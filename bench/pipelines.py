@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.reference import diffusers_pipeline, realistic_init
-from bench.timing import measure
+from bench.timing import measure, warmups
 from core import weights
 from core.create import create
 from core.performance import Performance, apply_performance
@@ -88,8 +88,8 @@ def compare(
 ) -> dict[str, Any]:
     """Time ours (a copy with `performance`, and as built if `eager`) against diffusers on the same tensors.
 
-    A one-step generation warms the fast path up (packs its weights, compiles); the eager variants have no
-    one-time work and are timed cold. The timed runs' pictures are compared with diffusers' → {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
+    A one-step generation warms up what `bench.timing.warmups` names (on the CPU the fast path, which
+    packs its weights or compiles then). The timed runs' pictures are compared with diffusers' → {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
     """
     guidance = ours.default("guidance_scale")
     factor = ours.encoder.downsample_factor
@@ -114,8 +114,10 @@ def compare(
     )
     calls = {name: (lambda p=pipe: run_ours(p, steps)) for name, pipe in variants.items()}
     calls["diffusers"] = lambda: run_reference(steps)
-    warmups = {"ours fast": lambda: run_ours(variants["ours fast"], 1)}  # the eager variants have no one-time work
-    results = measure(calls, ours.device, repeats, warmup=1, warmup_calls=warmups)
+    one_step = {name: (lambda p=pipe: run_ours(p, 1)) for name, pipe in variants.items()}
+    one_step["diffusers"] = lambda: run_reference(1)
+    warm = {name: one_step[name] for name in warmups(calls, ours.device)}
+    results = measure(calls, ours.device, repeats, warmup=1, warmup_calls=warm)
     theirs = results["diffusers"].output
     return {"results": results,
             "difference": {name: _pixel_difference(results[name].output, theirs) for name in variants}}

@@ -86,3 +86,10 @@ def measure(
                 result.seconds.append(elapsed)
                 result.output = output
     return results
+
+
+def warmups(calls: dict[str, Callable[[], object]], device: torch.device) -> dict[str, Callable[[], object]]:
+    """The calls that need an untimed first round: on the CPU only the fast path's ("… fast": it packs its
+    weights or compiles on its first call; eager code has no one-time work), on CUDA every one (context,
+    cuBLAS and cuDNN set-up)."""
+    return {name: call for name, call in calls.items() if device.type == "cuda" or name.endswith("fast")}

@@ -49,7 +49,8 @@ def add_generate_parser(commands: Any) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--fast", action="store_true",
-                        help="the fast path (core.performance.fast): channels_last + prepacked oneDNN weights on the CPU; "
+                        help="the fast path (core.performance.fast): channels_last + prepacked oneDNN weights + Winograd "
+                        "convolutions on the CPU; "
                         "channels_last + torch.compile + CUDA graphs on a GPU, where the first image pays the compilation")
     parser.set_defaults(run=run_generate)
 
