@@ -1,8 +1,10 @@
 """`python -m bench` runs from a checkout and reports ours against diffusers (the scheduler section only:
-the other sections build SD 1.5-sized models and belong to the benchmark run, not the test suite)."""
+the other sections build SD 1.5-sized models and belong to the benchmark run, not the test suite), and the
+GPU script `bench.gpu` runs, small, on the CPU."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -43,5 +45,6 @@ def test_gpu_script_runs_small_on_the_cpu():
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert [r["variant"] for r in results] == ["diffusers", "diffstack", "diffstack-fast"]
     for r in results:
-        assert r["it_s"] > 0 and r["s_per_image"] > 0 and 0 < r["of_bound"] < 1
+        assert r["s_per_image"] > 0 and r["peak_gib"] > 0
+        assert math.isfinite(r["it_s"]) and math.isfinite(r["of_bound"])  # a difference of two short, noisy runs
     assert all(r["max_diff_vs_diffusers"] < 0.02 for r in results[1:])  # same weights, same image (in [-1, 1])
