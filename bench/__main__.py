@@ -4,8 +4,9 @@
 
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
 (checkpoint loading, fresh processes); kernels (3×3 convolutions against torch's, CPU) only when named in
-`--only`. Every figure is a median over interleaved repeats; `ratio` is ours / reference (below 1: faster). The unet and txt2img sections time diffstack as built ("ours") and on its
-fast path ("ours fast", `core.performance.fast`; packing or compiling happens in an untimed first call).
+`--only`. Every figure is a median over interleaved repeats; `ratio` is ours / reference (below 1: faster).
+The unet and txt2img sections time diffstack as built ("ours") and on its fast path ("ours fast",
+`core.performance.fast`; packing or compiling happens in an untimed first call).
 SD 1.5-architecture cases are long: its U-Net forward is timed `repeats // 2` times, its generation
 `repeats // 3` times (each at least once; `--repeats 6` doubles both), the latter on the fast path only
 unless `--eager` (the eager U-Net row tells the same story for ~90 s less on the CPU); shapes-tiny cases are

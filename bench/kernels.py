@@ -5,6 +5,8 @@ kernels` (about 20 s on two cores). `max |Δ|` is each side's largest error agai
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,8 +30,7 @@ def rows(device: torch.device, repeats: int) -> list[Row]:
         conv = nn.Conv2d(c_in, c_out, 3, padding=1).requires_grad_(False)
         nn.init.normal_(conv.weight, std=(9 * c_in) ** -0.5, generator=generator)
         x = torch.randn(batch, c_in, side, side, generator=generator)
-        fast = nn.Conv2d(c_in, c_out, 3, padding=1).requires_grad_(False).to(memory_format=torch.channels_last)
-        fast.load_state_dict(conv.state_dict())
+        fast = copy.deepcopy(conv).to(memory_format=torch.channels_last)
         prepacked.prepack(fast, winograd=True)
         x_last = x.contiguous(memory_format=torch.channels_last)
         exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)

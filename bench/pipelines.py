@@ -89,7 +89,8 @@ def compare(
     """Time ours (a copy with `performance`, and as built if `eager`) against diffusers on the same tensors.
 
     A one-step generation warms up what `bench.timing.warmups` names (on the CPU the fast path, which
-    packs its weights or compiles then). The timed runs' pictures are compared with diffusers' → {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
+    packs its weights or compiles then). The timed runs' pictures are compared with diffusers' →
+    {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
     """
     guidance = ours.default("guidance_scale")
     factor = ours.encoder.downsample_factor

@@ -14,7 +14,8 @@
 
 Everything here works on the interfaces only (`nn.Module` parts, `Encoder.decode`), never on a particular
 model. Compiled code may differ from eager code by float rounding; the parity of the fast path with the
-eager path is tested in tests/e2e/test_performance.py and tests/core/test_prepacked.py.
+eager path is tested in tests/e2e/test_performance.py, tests/core/test_prepacked.py and
+tests/core/test_winograd.py.
 """
 from __future__ import annotations
 

@@ -55,11 +55,17 @@ def test_suits(conv: nn.Conv2d, shape: tuple[int, ...], expected: bool):
     assert winograd.suits(conv, torch.empty(shape, device="meta")) is expected
 
 
-@pytest.mark.skipif(not prepacked.available(), reason="this torch build has no oneDNN convolution ops")
-def test_prepacked_conv_takes_winograd_where_it_suits(monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def winograd_calls(monkeypatch: pytest.MonkeyPatch) -> list[torch.Size]:
+    """The input shape of every `winograd.conv3x3` call made during the test."""
     calls = []
     direct = winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3", lambda *args: calls.append(args[0].shape) or direct(*args))
+    return calls
+
+
+@pytest.mark.skipif(not prepacked.available(), reason="this torch build has no oneDNN convolution ops")
+def test_prepacked_conv_takes_winograd_where_it_suits(winograd_calls: list[torch.Size]):
     torch.manual_seed(0)
     conv = nn.Conv2d(256, 256, 3, padding=1).eval()
     x = torch.randn(1, 256, 14, 10).contiguous(memory_format=torch.channels_last)
@@ -68,16 +74,13 @@ def test_prepacked_conv_takes_winograd_where_it_suits(monkeypatch: pytest.Monkey
         for inputs in (x, x[:, :, :4, :4]):  # 35 tiles, then 4: Winograd, then oneDNN
             expected = F.conv2d(inputs.double(), conv.weight.double(), conv.bias.double(), padding=1)
             torch.testing.assert_close(conv(inputs).double(), expected, atol=1e-4, rtol=1e-4)
-    assert calls == [x.shape]
+    assert winograd_calls == [x.shape]
 
 
 @pytest.mark.skipif(not prepacked.available(), reason="this torch build has no oneDNN convolution ops")
-def test_wide_unet_forward_unchanged(monkeypatch: pytest.MonkeyPatch):
+def test_wide_unet_forward_unchanged(winograd_calls: list[torch.Size]):
     from plugins import unet as unet_plugin
 
-    calls = []
-    direct = winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *args: calls.append(args[0].shape) or direct(*args))
     torch.manual_seed(0)
     spec = unet_plugin.diffstack_components()[0]
     unet = spec.build(spec.config(**{**spec.example_config, "block_out_channels": [256, 256]})).eval()
@@ -86,4 +89,4 @@ def test_wide_unet_forward_unchanged(monkeypatch: pytest.MonkeyPatch):
         expected = unet(sample, 10, context)
         prepacked.prepack(unet.to(memory_format=torch.channels_last), winograd=True)
         torch.testing.assert_close(unet(sample, 10, context), expected, atol=1e-4, rtol=1e-4)
-    assert calls  # the 256-channel convolutions at 8×8 went through Winograd
+    assert winograd_calls  # the 256-channel convolutions at 8×8 went through Winograd
