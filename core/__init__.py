@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from core import schedules
 from core.component_spec import ComponentSpec
 from core.create import available_plugins, create
+from core.discrete_scheduler import SigmaScheduler, VPScheduler
 from core.errors import (
     ConfigError,
     DiffstackError,
@@ -64,11 +65,13 @@ __all__ = [
     "RegistryError",
     "Sampler",
     "Scheduler",
+    "SigmaScheduler",
     "StepCallback",
     "StepEvent",
     "StepOutput",
     "TextConditioner",
     "UnknownComponentError",
+    "VPScheduler",
     "WeightsError",
     "available_plugins",
     "create",

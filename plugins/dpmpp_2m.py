@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, StepOutput, hookimpl, schedules
+from core import ComponentSpec, StepOutput, VPScheduler, hookimpl, schedules
+from core.discrete_scheduler import Noise
 
 
 class Config(schedules.ThresholdingConfig, schedules.ScheduleConfig):
@@ -22,30 +23,25 @@ class Config(schedules.ThresholdingConfig, schedules.ScheduleConfig):
     )
 
 
-class DPMSolverPP2M(schedules.VPScheduler):
+class DPMSolverPP2M(VPScheduler):
     """With α_t = 1/√(σ_t²+1), σ'_t = σ_t·α_t, λ_t = log(α_t/σ'_t), h = λ_t - λ_s and x̂0 history m0, m1, m2:
 
     x_t = σ'_t/σ'_s·x_s - α_t(e^{-h} - 1)·D0 + (order 2, midpoint) -½α_t(e^{-h} - 1)·D1
                                              | (order 2, heun)      α_t((e^{-h} - 1)/h + 1)·D1,
     D0 = m0, D1 = (m0 - m1)/r0, r0 = h_prev/h; order 3 adds the D2 term of Algorithm 2 (Lu et al. 2022).
     The order ramps up over the first steps and drops for the last ones (`lower_order_final`, `euler_at_final`).
+    `history` holds the last `solver_order` x̂0, newest first.
     """
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self._first: list[list[float]] = []                                 # per order: scalars of each step
-        self._second: list[list[float]] = []
-        self._third: list[list[float]] = []
-        self._alpha_sigma: list[tuple[float, float]] = []
-        self._x0s: list[torch.Tensor] = []                                   # newest first, each (B, C, h, w)
+    config: Config
+    _first: list[list[float]]                                               # per order: scalars of each step
+    _second: list[list[float]]
+    _third: list[list[float]]
+    _alpha_sigma: list[tuple[float, float]]
 
     def _schedule(self, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
         c, train = self.config, self.train_sigmas
-        if c.timestep_spacing == "trailing":
-            timesteps = schedules.spaced_timesteps("trailing", num_steps, c.num_train_timesteps)
-        else:                                                                # n+1 points, the last (t=0) dropped
-            total, offset = c.num_train_timesteps, c.steps_offset
-            timesteps = np.round(schedules.spaced_timesteps(c.timestep_spacing, num_steps + 1, total, offset)[:-1])
+        timesteps = schedules.solver_timesteps(c.timestep_spacing, num_steps, c.num_train_timesteps, c.steps_offset)
         if c.use_karras_sigmas:                                              # between the training extremes
             sigmas = schedules.karras_sigmas(float(train[0]), float(train[-1]), num_steps)
             timesteps = schedules.timesteps_from_sigmas(sigmas, train)
@@ -56,15 +52,11 @@ class DPMSolverPP2M(schedules.VPScheduler):
         last = train[0] if c.final_sigmas_type == "sigma_min" else 0.0
         return timesteps, np.append(sigmas, last).astype(np.float32)
 
-    def set_timesteps(
-        self, num_inference_steps: int, device: torch.device | str | None = None, *, strength: float = 1.0
-    ) -> None:
-        super().set_timesteps(num_inference_steps, device, strength=strength)
-        self._x0s = []
+    def _precompute(self) -> None:
         sigma = self.sigmas                                                  # (m+1,) float32, as diffusers
         alpha = 1 / (sigma**2 + 1) ** 0.5
         sigma_vp = sigma * alpha
-        self._alpha_sigma = list(zip(alpha.tolist(), sigma_vp.tolist()))     # (α_t, σ'_t) per step
+        self._alpha_sigma = list(zip(alpha.tolist(), sigma_vp.tolist(), strict=True))     # (α_t, σ'_t) per step
         lam = (torch.log(alpha) - torch.log(sigma_vp)).double().numpy()      # (m+1,) λ, +inf at σ = 0
         alpha, sigma_vp = alpha.double().numpy(), sigma_vp.double().numpy()
         # entries that would divide by a missing history or by σ = 0 come out inf/NaN and are never used
@@ -94,27 +86,14 @@ class DPMSolverPP2M(schedules.VPScheduler):
             return 2
         return 3
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        timestep: torch.Tensor | float | int,
-        sample: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> StepOutput:
-        expected = self._next
-        i = self._begin_step(timestep, model_output)
-        if i != expected:                                                    # not continuing the run: no history
-            self._x0s = []
+    def _update(self, i: int, model_output: torch.Tensor, sample: torch.Tensor, noise: Noise) -> StepOutput:
         c = self.config
         alpha, sigma = self._alpha_sigma[i]
         x0 = schedules.predicted_x0(c.prediction_type, model_output, sample, alpha, sigma)   # (B, C, h, w)
-        if c.thresholding:
-            x0 = schedules.threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
-        order = self._order(i, len(self._x0s))
-        self._x0s = [x0, *self._x0s][: c.solver_order]
+        x0 = schedules.clip_or_threshold(x0, c)
+        order = self._order(i, len(self.history))
+        self.history = m = [x0, *self.history][: c.solver_order]
         x = sample.to(torch.promote_types(sample.dtype, torch.float32))      # at least float32 for the update
-        m = self._x0s
         if order == 1:
             keep, a = self._first[i]
             prev = keep * x + a * m[0]
@@ -130,9 +109,5 @@ class DPMSolverPP2M(schedules.VPScheduler):
 
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
-    return [
-        ComponentSpec(
-            kind="scheduler", name="dpmpp-2m", factory=DPMSolverPP2M, config=Config,
-            description="DPM-Solver++ 2M (Lu et al. 2022): second-order multistep, deterministic",
-        )
-    ]
+    about = "DPM-Solver++ 2M (Lu et al. 2022): second-order multistep, deterministic"
+    return [ComponentSpec("scheduler", "dpmpp-2m", DPMSolverPP2M, Config, description=about)]

@@ -5,28 +5,20 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, StepOutput, hookimpl, schedules
+from core import ComponentSpec, SigmaScheduler, StepOutput, hookimpl, schedules
+from core.discrete_scheduler import Noise
 
 
 class Config(schedules.ScheduleConfig):
     use_karras_sigmas: bool = Field(False, description="respace σ as in Karras et al. (2022), ρ = 7")
 
 
-class Euler(schedules.SigmaScheduler):
+class Euler(SigmaScheduler):
     """dx̃/dσ = (x̃ - x̂0)/σ;  x̃_{i+1} = x̃_i + (σ_{i+1} - σ_i)·(x̃_i - x̂0)/σ_i."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+    config: Config
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        timestep: torch.Tensor | float | int,
-        sample: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> StepOutput:
-        i = self._begin_step(timestep, model_output)
+    def _update(self, i: int, model_output: torch.Tensor, sample: torch.Tensor, noise: Noise) -> StepOutput:
         sigma, sigma_next = self.sigma_list[i], self.sigma_list[i + 1]
         x = sample.to(torch.promote_types(sample.dtype, torch.float32))    # (B, C, h, w), at least float32
         x0 = schedules.predicted_x0_sigma(self.config.prediction_type, model_output, x, sigma)
@@ -37,9 +29,5 @@ class Euler(schedules.SigmaScheduler):
 
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
-    return [
-        ComponentSpec(
-            kind="scheduler", name="euler", factory=Euler, config=Config,
-            description="Euler (Karras et al. 2022): first-order ODE step in σ-space, deterministic",
-        )
-    ]
+    about = "Euler (Karras et al. 2022): first-order ODE step in σ-space, deterministic"
+    return [ComponentSpec("scheduler", "euler", Euler, Config, description=about)]

@@ -18,6 +18,7 @@ from core import ConfigError, InputError, schedules
 from core.contracts.scheduler import SchedulerContract
 from core.plugin_manager import PluginManager
 from core.scheduler_from_diffusers import scheduler_from_diffusers
+from plugins import lms as lms_plugin
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers")  # numpy 2 notice in diffusers
 
@@ -305,7 +306,7 @@ def test_img2img_start(steps: int, strength: float, start: int) -> None:
 
 def test_lms_coefficients_are_exact_integrals_of_the_lagrange_basis() -> None:
     sigmas = np.array([14.6, 9.1, 5.2, 3.3, 1.9, 0.8, 0.0])
-    table = schedules.lms_coefficients(sigmas, 4)
+    table = lms_plugin.lms_coefficients(sigmas, 4)
     nodes, weights = np.polynomial.legendre.leggauss(4)                       # exact for degree ≤ 7
     for i in range(len(sigmas) - 1):
         a, b = sigmas[i], sigmas[i + 1]
@@ -325,7 +326,7 @@ def test_lms_integrates_once_in_set_timesteps(monkeypatch: pytest.MonkeyPatch) -
     lms = build("lms")
     lms.set_timesteps(1000)                                                   # the whole table, fast
     lms.set_timesteps(20)
-    monkeypatch.setattr(schedules, "lms_coefficients", lambda *a: pytest.fail("integrated inside step"))
+    monkeypatch.setattr(lms_plugin, "lms_coefficients", lambda *a: pytest.fail("integrated inside step"))
     sample = noise() * lms.init_noise_sigma
     for t in lms.timesteps:
         sample = lms.step(0.5 * lms.scale_model_input(sample, t), t, sample).prev_sample
