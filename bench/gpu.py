@@ -74,7 +74,7 @@ def main() -> None:
                                       guidance_scale=7.5, height=args.size, width=args.size, output_type="pt").images
                     return image * 2 - 1
                 return ours(PROMPT, seed=0, steps=steps, guidance_scale=7.5, height=args.size, width=args.size,
-                            negative_prompt="", output_type="tensor", progress=False)
+                            negative_prompt="", progress=False).pixels
 
         short, long = (measure({variant: lambda s=s: run(s)}, device, args.repeats)[variant] for s in args.steps)
         it_s = (args.steps[1] - args.steps[0]) / (long.median - short.median)

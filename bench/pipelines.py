@@ -59,6 +59,7 @@ def _sd15_random() -> Pipeline:
         device=device, dtype=dtype,
         defaults=PipelineDefaults(guidance_scale=7.5, negative_prompt=""),
         plugin_manager=PluginManager.discover(),
+        scheduler_name="ddim",
     )
 
 
@@ -92,7 +93,7 @@ def compare(
     packs its weights or compiles then). The timed runs' pictures are compared with diffusers' →
     {"results": {variant: Measurement}, "difference": {variant: max |Δ| levels}}.
     """
-    guidance = ours.default("guidance_scale")
+    guidance = ours.settings(PROMPT).guidance_scale
     factor = ours.encoder.downsample_factor
     latents = torch.randn((1, ours.encoder.latent_channels, size // factor, size // factor),
                           generator=torch.Generator().manual_seed(0)).to(ours.device, ours.dtype)
@@ -101,7 +102,7 @@ def compare(
 
     def run_ours(pipe: Pipeline, n: int) -> Any:
         return pipe(PROMPT, seed=0, steps=n, guidance_scale=guidance, height=size, width=size, negative_prompt="",
-                    progress=False)[0]
+                    progress=False).images[0]
 
     def run_reference(n: int) -> Any:
         with torch.inference_mode():

@@ -6,20 +6,17 @@ weights in memory (until one side converts its own, e.g. to channels_last).
 """
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from bench.vocabulary import write_vocab_folder
 from core.pipeline import Pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_sd import write_vocab_folder  # noqa: E402  (the tests' independent CLIP vocabulary writer)
-
 OURS_ONLY = {
-    "unet": {"channels_last", "prediction_type"},
-    "vae": {"decode_slicing", "decode_tiling", "tile_overlap", "channels_last"},
+    "unet": {"prediction_type"},
+    "vae": {"decode_slicing", "decode_tiling", "tile_overlap"},
     "text": {"clip_skip", "max_length", "tokenizer"},
 }
 

@@ -1,6 +1,6 @@
 """diffstack core: interfaces, plugin manager, registry, pipeline, weights, errors, CLI and contract suites.
 
-Public surface (DESIGN §5)::
+Public surface (docs/architecture.md)::
 
     reg = core.load_registry()                     # explicit path, $DIFFSTACK_REGISTRY, ./registry.yaml, bundled
     pipe = reg.build("shapes-tiny", device="cpu")  # a core.Pipeline holding the five parts
@@ -31,12 +31,14 @@ from core.interfaces import (
     Kind,
     PredictionType,
     Sampler,
+    SamplerInputs,
     Scheduler,
     StepCallback,
     StepEvent,
     StepOutput,
     TextConditioner,
 )
+from core.generation import Generation, Settings
 from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
 from core.registry import Registry, load_registry
@@ -55,6 +57,7 @@ __all__ = [
     "Denoiser",
     "DiffstackError",
     "Encoder",
+    "Generation",
     "InputError",
     "Kind",
     "Pipeline",
@@ -64,7 +67,9 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Sampler",
+    "SamplerInputs",
     "Scheduler",
+    "Settings",
     "SigmaScheduler",
     "StepCallback",
     "StepEvent",

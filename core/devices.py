@@ -1,4 +1,5 @@
-"""Device and dtype resolution: "auto" → CUDA fp16 when present, CPU fp32 otherwise."""
+"""Device and dtype resolution: "auto" → CUDA fp16 when present, CPU fp32 otherwise; the dtype a part's
+weights are placed in (`placement_dtype`)."""
 from __future__ import annotations
 
 import torch
@@ -42,3 +43,11 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     if resolved is None:
         raise InputError(f"unknown dtype {dtype!r}", hint=f"use one of: {', '.join(DTYPE_NAMES)}")
     return resolved
+
+
+def placement_dtype(part: object, requested: torch.dtype) -> torch.dtype:
+    """The dtype a part's weights take when it is placed in `requested`: what its own
+    `placement_dtype(requested)` says when it has one (e.g. a VAE that stays float32 for float16), else
+    `requested`."""
+    choose = getattr(part, "placement_dtype", None)
+    return choose(requested) if callable(choose) else requested

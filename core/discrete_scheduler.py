@@ -47,7 +47,7 @@ def draw_noise(
 ) -> torch.Tensor:
     """Standard normal noise of `shape` (B, ...), drawn exactly as diffusers' `randn_tensor`: on the
     generator's device and then moved, or one draw of shape (1, ...) per generator for a list of B."""
-    if isinstance(generator, (list, tuple)):
+    if generator is not None and not isinstance(generator, torch.Generator):
         if len(generator) != shape[0]:
             raise InputError(f"got {len(generator)} generators for a batch of {shape[0]}", hint="pass one per sample")
         return torch.cat([draw_noise((1, *shape[1:]), g, device, dtype) for g in generator])
@@ -82,7 +82,8 @@ class DiscreteScheduler:
         self._nonfinite: torch.Tensor | None = None                    # per-step NaN/inf flags off the CPU
 
     def _schedule(self, num_steps: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Timesteps (n·order,) and σ (n·order + 1,) or None for n steps, before `strength` cuts them."""
+        """Timesteps (m,) and σ (m+1,) or None for n steps, before `strength` cuts them; m is n for one model
+        call per step, up to n·order for rules that call the model more than once per step."""
         raise NotImplementedError
 
     def _precompute(self) -> None:
@@ -155,7 +156,7 @@ class DiscreteScheduler:
                 timestep.dim() == 0 and own.numel() and timestep.device == own.device and timestep.dtype == own.dtype
                 and timestep.untyped_storage().data_ptr() == own.untyped_storage().data_ptr()
             ):
-                return timestep.storage_offset() - own.storage_offset()
+                return int(timestep.storage_offset() - own.storage_offset())
             timestep = timestep.item()
         index = self._first_index.get(float(np.float32(timestep)))
         if index is None:
@@ -224,7 +225,7 @@ class DiscreteScheduler:
             if i is not None and self.sigma_list:
                 out.append(self.sigma_list[i])
             elif 0 <= t <= last:
-                out.append(float(interpolate_sigmas(np.float64(t), self.train_sigmas)))
+                out.append(float(interpolate_sigmas(np.array(t, dtype=np.float64), self.train_sigmas)))
             else:
                 raise InputError(f"timestep {t!r} is outside the training range [0, {last}]")
         return out

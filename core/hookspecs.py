@@ -22,9 +22,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def diffstack_components() -> list[ComponentSpec]:
     """Return the components this plugin provides.
 
-    Called once per plugin when the plugin manager first needs the component table. Two plugins may not
-    provide the same (kind, name); that clash is an error naming both providers.
+    Called when the plugin is loaded (to check what it returns) and whenever the plugin manager builds its
+    component table. Two plugins may not provide the same (kind, name); that clash is an error naming both
+    providers.
     """
+    raise NotImplementedError
 
 
 @hookspec

@@ -10,13 +10,20 @@ Shape letters: B batch, C latent channels, f encoder downsample factor, H/W imag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, Sequence, Union, get_args, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, Union, get_args, runtime_checkable
 
 import torch
 from pydantic import BaseModel
 
-Kind = Literal["encoder", "denoiser", "scheduler", "text", "sampler", "dataset"]
-KINDS: tuple[str, ...] = get_args(Kind)
+Kind = Literal["encoder", "denoiser", "text", "scheduler", "sampler", "dataset"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+"""Every kind of component, one interface each (below)."""
+PIPELINE_KINDS: tuple[Kind, ...] = KINDS[:-1]
+"""The five parts of a pipeline, in the order they are built; a dataset only feeds training and evaluation."""
+ModelKind = Literal["encoder", "denoiser", "text"]
+MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
+"""The parts that hold weights (`torch.nn.Module`s): the ones a checkpoint fills."""
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 """One generator for the whole batch, or one per sample (sample i then draws only from generator i)."""
@@ -56,6 +63,13 @@ class StepEvent:
 
 
 StepCallback = Callable[[StepEvent], None]
+
+
+def should_stop(callback: StepCallback | None, event: StepEvent) -> bool:
+    """Hand `event` to `callback` (when there is one); True when the run should end after this step."""
+    if callback is not None:
+        callback(event)
+    return event.stop_requested
 
 
 @runtime_checkable
@@ -160,36 +174,37 @@ class TextConditioner(Protocol):
     def __call__(self, prompts: list[str]) -> torch.Tensor: ...
 
 
-@runtime_checkable
-class Sampler(Protocol):
-    """The denoising loop.
+@dataclass(frozen=True)
+class SamplerInputs:
+    """Everything one run of a `Sampler` works on.
 
-    `__call__(denoiser, scheduler, noise, context, uncond_context, ...)`:
-    noise (B, C, h, w), standard normal, from which the run starts; context and uncond_context
-    (B, L, D), the conditional and unconditional embeddings (uncond_context None → no guidance);
-    `guidance_scale` g gives pred = u + g·(c − u); `init_latents` (B, C, h, w) with `strength` in (0, 1]
-    starts from a noised version of them (img2img; `strength=None` means the sampler's own default);
-    `generator` (one, or one per sample) feeds stochastic schedulers; `callback` gets a `StepEvent` after
-    every step in order, and the loop stops early when it calls `request_stop()`. The scheduler is used as
-    given (callers pass a private copy); the sampler calls `set_timesteps` itself.
-    Returns the final latents (B, C, h, w).
+    noise (B, C, h, w), standard normal, from which the run starts; context and uncond_context (B, L, D),
+    the conditional and unconditional embeddings (uncond_context None → no guidance); `guidance_scale` g gives
+    pred = u + g·(c − u); `init_latents` (B, C, h, w) with `strength` in (0, 1] starts from a noised version
+    of them (img2img; `strength=None` means the sampler's own default); `generator` (one, or one per sample)
+    feeds stochastic schedulers; `callback` gets a `StepEvent` after every step in order, and the loop stops
+    early when it calls `request_stop()`. The scheduler is used as given (callers pass a private copy); the
+    sampler calls `set_timesteps` itself.
     """
 
-    def __call__(
-        self,
-        denoiser: Denoiser,
-        scheduler: Scheduler,
-        noise: torch.Tensor,
-        context: torch.Tensor,
-        uncond_context: torch.Tensor | None = None,
-        *,
-        steps: int,
-        guidance_scale: float = 1.0,
-        init_latents: torch.Tensor | None = None,
-        strength: float | None = None,
-        generator: Generators = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor: ...
+    denoiser: Denoiser
+    scheduler: Scheduler
+    noise: torch.Tensor
+    context: torch.Tensor
+    uncond_context: torch.Tensor | None = None
+    steps: int = 50
+    guidance_scale: float = 1.0
+    init_latents: torch.Tensor | None = None
+    strength: float | None = None
+    generator: Generators = None
+    callback: StepCallback | None = None
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """The denoising loop: `__call__(inputs: SamplerInputs)` → the final latents (B, C, h, w)."""
+
+    def __call__(self, inputs: SamplerInputs) -> torch.Tensor: ...
 
 
 @runtime_checkable

@@ -13,9 +13,9 @@
                    cost); ignored on the CPU
 
 Everything here works on the interfaces only (`nn.Module` parts, `Encoder.decode`), never on a particular
-model. Compiled code may differ from eager code by float rounding; the parity of the fast path with the
-eager path is tested in tests/e2e/test_performance.py, tests/core/test_prepacked.py and
-tests/core/test_winograd.py.
+model. Compiled code may differ from eager code by float rounding; so may the prepacked and Winograd
+layers. The packing code (`core.prepacked`, `core.winograd`) is imported only when a part is optimised, so
+reading a `performance:` block costs no more than this module.
 """
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from core.prepacked import prepack
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +49,8 @@ class Performance(BaseModel):
 
 def fast(device: torch.device | str) -> Performance:
     """What `--fast` turns on: on CUDA channels_last, compile and CUDA graphs; on the CPU channels_last,
-    prepacked weights and Winograd convolutions (compiling a big model takes minutes on a few cores, see
-    bench/RESULTS.md)."""
+    prepacked weights and Winograd convolutions, which need no compiling (compiling a big model is slow on a
+    few CPU cores, and the first image would pay for it)."""
     if torch.device(device).type == "cuda":
         return Performance(channels_last=True, compile=True, cuda_graphs=True)
     return Performance(channels_last=True, prepack=True, winograd=True)
@@ -76,6 +74,8 @@ def optimise_part(kind: str, part: Any, performance: Performance, device: torch.
     if performance.channels_last and isinstance(part, torch.nn.Module):
         part.to(memory_format=torch.channels_last)
     if performance.prepack and not performance.compile and device.type == "cpu" and isinstance(part, torch.nn.Module):
+        from core.prepacked import prepack  # here, not at the top: importing core must not load the packing code
+
         prepack(part, winograd=performance.winograd)
     if performance.compile:
         options = compile_options(device, performance.cuda_graphs)

@@ -1,21 +1,35 @@
 """`Pipeline`: the five parts of a text-to-image pipeline on one device, and the generation call.
 
-The call is "Stable Diffusion in 15 lines": embed prompt and negative prompt, draw seeded latents, let the
-sampler run the scheduler's timesteps with classifier-free guidance, decode with the encoder.
+A call resolves and validates its settings once (`Pipeline.settings` → `core.generation.Settings`), then runs
+them (`Pipeline.run`): embed prompt and negative prompt, draw seeded latents, let the sampler run the
+scheduler's timesteps with classifier-free guidance, decode with the encoder. It returns a `Generation`:
+the pixels, the settings that ran and how long each phase took.
 """
+
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from core.errors import DiffstackError, InputError, RegistryError
-from core.images import from_pil, to_pil
-from core.interfaces import Denoiser, Encoder, Sampler, Scheduler, StepCallback, StepEvent, TextConditioner
+from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
+from core.images import from_pil
+from core.interfaces import (
+    Denoiser,
+    Encoder,
+    Sampler,
+    SamplerInputs,
+    Scheduler,
+    StepCallback,
+    StepEvent,
+    TextConditioner,
+)
 from core.plugin_manager import PluginManager
 from core.registry_schema import PipelineDefaults
 from core.schedules import ScheduleConfig
@@ -23,10 +37,13 @@ from core.validation import validate_config
 
 FALLBACK_DEFAULTS = PipelineDefaults(height=512, width=512, steps=50, guidance_scale=7.5, negative_prompt="")
 
+InitImage = Image.Image | list[Image.Image]
+
 
 @dataclass
 class Pipeline:
-    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` come from the registry.
+    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` come from the registry;
+    `scheduler_name` is the plugin name of `scheduler`.
 
     Calling it is thread-safe: each call works on its own copy of the scheduler.
     """
@@ -41,6 +58,7 @@ class Pipeline:
     dtype: torch.dtype
     defaults: PipelineDefaults
     plugin_manager: PluginManager
+    scheduler_name: str
 
     def __post_init__(self) -> None:
         check_parts_fit(self.name, self.encoder, self.denoiser, self.text)
@@ -57,126 +75,136 @@ class Pipeline:
         height: int | None = None,
         width: int | None = None,
         scheduler: str | None = None,
-        image: Image.Image | list[Image.Image] | None = None,
+        image: InitImage | None = None,
         strength: float | None = None,
         callback: StepCallback | None = None,
         progress: bool | None = None,
-        output_type: Literal["pil", "tensor"] = "pil",
-    ) -> list[Image.Image] | torch.Tensor:
-        """Generate `num_images` images per prompt → a list of PIL images, prompt-major.
+    ) -> Generation:
+        """Generate `num_images` images per prompt → a `Generation` (`.images`, `.pixels`, `.settings`).
 
-        Image j (counting across prompts) uses seed + j, so image i of a batch equals a single run with
-        seed + i. `scheduler` swaps the update rule by plugin name, keeping the noise schedule. `image`
-        (one, or one per prompt) with `strength` runs img2img. `callback` and the `diffstack_step_end` hook
-        get a StepEvent per step; either may stop the run early. `progress`: a tqdm bar (default: on a TTY).
-        `output_type="tensor"` returns the decoded images as (N, 3, H, W) float in [-1, 1] instead.
+        Image j (counting across prompts) starts from the noise of seed + j. Unset settings come from the
+        pipeline's defaults. `scheduler` swaps the update rule by plugin name, keeping the noise schedule.
+        `image` (one, or one per prompt) runs img2img with `strength` (default: the pipeline's, else its
+        sampler's, else 0.8). `callback` and the `diffstack_step_end` hook get a StepEvent per step; either
+        may stop the run early. `progress`: a tqdm bar (default: on a TTY).
         """
-        prompts = _as_prompts(prompt, "prompt")
-        negatives = _as_prompts(
-            self.default("negative_prompt", negative_prompt) if negative_prompt is None else negative_prompt,
-            "negative_prompt",
-        )
-        if len(negatives) == 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise InputError(
-                f"{len(prompts)} prompts but {len(negatives)} negative prompts",
-                hint="give one negative prompt, or one per prompt",
-            )
-        steps = self.default("steps", steps)
-        guidance = self.default("guidance_scale", guidance_scale)
-        height, width = self._size(height, width, image)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InputError(f"steps must be a positive integer, got {steps!r}")
-        if guidance < 0:
-            raise InputError(f"guidance_scale must be ≥ 0, got {guidance}", hint="1 disables guidance; 5–8 is usual")
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise InputError(f"num_images must be a positive integer, got {num_images!r}")
-        if strength is not None and not 0.0 < strength <= 1.0:
-            raise InputError(f"strength must be in (0, 1], got {strength}")
+        settings = self.settings(
+            prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            num_images=num_images, height=height, width=width, scheduler=scheduler, image=image, strength=strength,
+        )  # fmt: skip
+        return self.run(settings, image=image, callback=callback, progress=progress)
 
-        count = len(prompts) * num_images
-        generators = [torch.Generator("cpu").manual_seed(seed + j) for j in range(count)]
-        run_scheduler = self._fresh_scheduler(scheduler)
-        factor = self.encoder.downsample_factor
+    def settings(
+        self, prompt: str | list[str], *, image: InitImage | None = None, scheduler: str | None = None, **given: Any
+    ) -> Settings:
+        """The validated `Settings` of a call with these arguments (the keyword arguments of `__call__`)."""
+        first = (image[0] if isinstance(image, list) else image) if image is not None else None
+        if first is not None:
+            given = {"height": first.height, "width": first.width} | {k: v for k, v in given.items() if v is not None}
+        resolved = {field: self._default(field, given.get(field)) for field in ("steps", "guidance_scale", "height", "width")}
+        prompts = prompt_list(prompt, "prompt")
+        negatives = prompt_list(self._default("negative_prompt", given.get("negative_prompt")), "negative_prompt")
+        own = self._fresh_scheduler(scheduler)
+        settings = Settings(
+            pipeline=self.name, prompts=prompts, negative_prompts=negatives * len(prompts) if len(negatives) == 1 else negatives,
+            seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
+            strength=given.get("strength") if image is None else self._strength(given.get("strength")),
+            scheduler=scheduler or self.scheduler_name, scheduler_config=own.config.model_dump(mode="json"),
+        )  # fmt: skip
+        return check_settings(settings, self.encoder.downsample_factor)
+
+    def run(
+        self,
+        settings: Settings,
+        *,
+        image: InitImage | None = None,
+        callback: StepCallback | None = None,
+        progress: bool | None = None,
+    ) -> Generation:
+        """Generate with `settings` as `settings()` resolved and validated them; `image` for img2img."""
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in settings.seeds]
+        seconds, began = {}, time.perf_counter()
         with torch.inference_mode():
-            context = self.text(prompts).repeat_interleave(num_images, dim=0)  # (N, L, D)
-            uncond = None if guidance == 1.0 else self.text(negatives).repeat_interleave(num_images, dim=0)
-            init_latents = None if image is None else self._encode(image, (height, width), len(prompts), num_images, generators)
-            latent_shape = (1, self.encoder.latent_channels, height // factor, width // factor)
-            noise = torch.cat([torch.randn(latent_shape, generator=g) for g in generators])  # (N, C, h, w)
-            bar = tqdm(total=None, desc=self.name, disable=not (sys.stderr.isatty() if progress is None else progress))
-            latents = self.sampler(
-                self.denoiser, run_scheduler, noise.to(self.device, self.dtype), context, uncond,
-                steps=steps, guidance_scale=guidance, init_latents=init_latents, strength=strength,
-                generator=generators, callback=self._step_callback(callback, bar),
-            )
-            bar.close()
-            images = self.encoder.decode(latents)  # (N, 3, H, W) in [-1, 1]
-        if not bool(torch.isfinite(images).all()):
+            context, uncond = self._embed(settings)
+            seconds["text"] = time.perf_counter() - began
+            init_latents = None if image is None else self._encode(image, settings, generators)
+            factor = self.encoder.downsample_factor
+            shape = (1, self.encoder.latent_channels, settings.height // factor, settings.width // factor)
+            noise = torch.cat([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
+            show = sys.stderr.isatty() if progress is None else progress
+            with tqdm(total=None, desc=self.name, disable=not show) as bar:
+                latents = self.sampler(SamplerInputs(
+                    self.denoiser, self._scheduler_for(settings), noise.to(self.device, self.dtype),
+                    context, uncond, steps=settings.steps, guidance_scale=settings.guidance_scale,
+                    init_latents=init_latents, strength=settings.strength, generator=generators,
+                    callback=self._step_callback(callback, bar),
+                ))  # fmt: skip
+            seconds["sample"] = time.perf_counter() - began - seconds["text"]
+            pixels = self.encoder.decode(latents)  # (N, 3, H, W) in [-1, 1]
+            seconds["decode"] = time.perf_counter() - began - seconds["text"] - seconds["sample"]
+        if not bool(torch.isfinite(pixels).all()):
             raise DiffstackError(
                 f"pipeline {self.name!r}: the decoded images contain NaN or infinity",
-                hint="fp16 VAE decodes overflow on some checkpoints: keep the encoder in fp32 (`upcast_vae`) "
+                hint="fp16 VAE decodes overflow on some checkpoints: keep the encoder in fp32 (vae-kl's `force_upcast`) "
                 "or run with --dtype float32",
             )
-        return images if output_type == "tensor" else to_pil(images)
+        return Generation(pixels, settings, seconds)
 
-    def default(self, field: str, value: Any = None) -> Any:
+    def _default(self, field: str, value: Any = None) -> Any:
         """`value` if given, else the registry's default for `field`, else diffstack's fallback."""
         if value is not None:
             return value
         configured = getattr(self.defaults, field)
         return configured if configured is not None else getattr(FALLBACK_DEFAULTS, field)
 
-    def _size(self, height: int | None, width: int | None, image: Any) -> tuple[int, int]:
-        first = (image[0] if isinstance(image, list) else image) if image is not None else None
-        if first is not None:
-            height = first.height if height is None else height
-            width = first.width if width is None else width
-        factor = self.encoder.downsample_factor
-        sizes = []
-        for name, value in (("height", self.default("height", height)), ("width", self.default("width", width))):
-            if isinstance(value, bool) or not isinstance(value, int) or value < factor or value % factor:
-                lower = max(factor, (int(value) // factor) * factor) if isinstance(value, (int, float)) else factor
-                raise InputError(
-                    f"{name} {value!r} is not a positive multiple of {factor} (the encoder's downsample factor)",
-                    hint=f"use {lower} or {lower + factor}",
-                )
-            sizes.append(value)
-        return sizes[0], sizes[1]
+    def _strength(self, strength: float | None) -> float:
+        """img2img strength: the call's, else the pipeline's default, else its sampler's config, else 0.8."""
+        for value in (strength, self.defaults.strength, getattr(getattr(self.sampler, "config", None), "strength", None)):
+            if value is not None:
+                return value
+        return FALLBACK_STRENGTH
+
+    def _embed(self, settings: Settings) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, uncond_context or None at guidance 1), each (N, L, D), N = prompts × num_images."""
+        context = self.text(settings.prompts).repeat_interleave(settings.num_images, dim=0)
+        if settings.guidance_scale == 1.0:
+            return context, None
+        return context, self.text(settings.negative_prompts).repeat_interleave(settings.num_images, dim=0)
 
     def _fresh_scheduler(self, name: str | None) -> Scheduler:
         """A private scheduler for one call: a copy of ours (also when `name` is our own rule), or plugin
         `name` on our noise schedule (the `core.schedules.ScheduleConfig` fields set in our config)."""
         spec = None if name is None else self.plugin_manager.get("scheduler", name).spec
         if spec is None or (isinstance(spec.factory, type) and isinstance(self.scheduler, spec.factory)):
-            return type(self.scheduler)(self.scheduler.config)
+            return type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
         ours = self.scheduler.config.model_dump(exclude_unset=True)
         schedule = set(ScheduleConfig.model_fields) & set(spec.config.model_fields)
         shared = {key: value for key, value in ours.items() if key in schedule}
         return spec.build(validate_config(spec.config, shared, where=f"scheduler {name!r}"))
 
-    def _encode(
-        self,
-        image: Image.Image | list[Image.Image],
-        size: tuple[int, int],
-        prompts: int,
-        num_images: int,
-        generators: list[torch.Generator],
-    ) -> torch.Tensor:
-        height, width = size
+    def _scheduler_for(self, settings: Settings) -> Scheduler:
+        """A private scheduler for a run of `settings`: plugin `settings.scheduler` with `scheduler_config`."""
+        if settings.scheduler == self.scheduler_name:
+            own = type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
+            if own.config.model_dump(mode="json") == settings.scheduler_config:
+                return own
+        spec = self.plugin_manager.get("scheduler", settings.scheduler).spec
+        config = validate_config(spec.config, settings.scheduler_config, where=f"scheduler {settings.scheduler!r}")
+        return spec.build(config)
+
+    def _encode(self, image: InitImage, settings: Settings, generators: list[torch.Generator]) -> torch.Tensor:
+        """The init image(s) as latents (N, C, h, w), each sampled from the posterior with its image's generator."""
+        prompts = len(settings.prompts)
         images = image if isinstance(image, list) else [image] * prompts
         if len(images) != prompts:
             raise InputError(f"{len(images)} init images for {prompts} prompts", hint="give one image, or one per prompt")
-        pixels = from_pil(images).repeat_interleave(num_images, dim=0).to(self.device, self.dtype)  # (N, 3, H, W)
-        if pixels.shape[-2:] != (height, width):
+        pixels = from_pil(images).repeat_interleave(settings.num_images, dim=0).to(self.device, self.dtype)
+        if pixels.shape[-2:] != (settings.height, settings.width):
             raise InputError(
-                f"init image is {pixels.shape[-1]}×{pixels.shape[-2]} but the run is {width}×{height}",
+                f"init image is {pixels.shape[-1]}×{pixels.shape[-2]} but the run is {settings.width}×{settings.height}",
                 hint="resize the image, or leave height and width unset to use its size",
             )
-        return torch.cat([
-            self.encoder.encode(pixels[j : j + 1], generator=generators[j]) for j in range(len(generators))
-        ])  # (N, C, h, w)
+        return torch.cat([self.encoder.encode(pixels[j : j + 1], generator=g) for j, g in enumerate(generators)])
 
     def _step_callback(self, callback: StepCallback | None, bar: tqdm) -> StepCallback:
         def on_step(event: StepEvent) -> None:
@@ -188,13 +216,6 @@ class Pipeline:
                 callback(event)
 
         return on_step
-
-
-def _as_prompts(value: str | list[str], name: str) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
-        raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r}")
-    return list(items)
 
 
 def check_parts_fit(name: str, encoder: Encoder, denoiser: Denoiser, text: TextConditioner) -> None:

@@ -2,20 +2,19 @@
 inference).
 
 PyTorch's eager convolution on the CPU reorders the weight into oneDNN's blocked layout on every call. For
-the wide, low-resolution convolutions of a U-Net that reorder costs more than the arithmetic (measured here,
-one thread: a 1280-channel 3×3 conv on a 2×1280×4×4 input takes 115 ms channels_last, 47 ms prepacked).
-Large linear layers go through oneDNN's matmul on a packed weight too, 5–10 % faster than the default sgemm
-on this class of CPU (small ones stay on sgemm: oneDNN's fixed cost of ~45 µs a call loses there).
-A 1×1 convolution on a channels_last input is that matmul over the pixels (oneDNN's convolution costs
-~100 µs a call to set up, more than a small model's whole layer). inductor's `freezing` does much the same
-when it compiles; this does it without compiling. With `winograd`, wide 3×3 convolutions take Winograd's
-algorithm instead (`core.winograd`, ~0.65× of the packed direct convolution's time where it applies).
+the wide, low-resolution convolutions of a U-Net that reorder costs more than the arithmetic. Large linear
+layers go through oneDNN's matmul on a packed weight too, faster than the default sgemm (small ones stay on
+sgemm: oneDNN's fixed cost per call loses there). A 1×1 convolution on a channels_last input is that matmul
+over the pixels (oneDNN's convolution costs a fixed set-up per call, more than a small model's whole layer).
+inductor's `freezing` does much the same when it compiles; this does it without compiling. With `winograd`,
+wide 3×3 convolutions take Winograd's algorithm instead (`core.winograd`), faster than the packed direct
+convolution where it applies. bench/RESULTS.md has the measurements.
 
 It uses oneDNN ops that PyTorch exposes without a stability promise (`torch.ops.mkldnn.
 _reorder_convolution_weight`, `_convolution_pointwise`, `_reorder_linear_weight`, `_linear_pointwise`), so
 it only switches on where they exist, and every call they do not cover — autograd, another device or dtype,
 a changed weight — takes the plain path. A weight is packed for the input's shape (oneDNN chooses the
-blocking by shape; a pack made without it is up to 40× slower for narrow convs; the choice of Winograd, of
+blocking by shape; a pack made without it is much slower for narrow convs; the choice of Winograd, of
 the matmul and of the linear threshold depend on it too) on the first call and again when the shape or the
 weight changes. Values equal the plain layer's up to float rounding; convolution outputs come out
 channels_last.
@@ -42,7 +41,7 @@ def available() -> bool:
 Plan = Callable[[torch.Tensor], torch.Tensor]
 
 LINEAR_MIN_WEIGHT = 2**19  # K·N: from here the packed weight pays at any batch (it is read once, in order)
-LINEAR_MIN_WORK = 2**26  # M·K·N: smaller products are faster through the default sgemm (oneDNN's ~45 µs setup)
+LINEAR_MIN_WORK = 2**26  # M·K·N: smaller products are faster through the default sgemm (oneDNN's per-call set-up)
 
 
 class PrepackedForward:
@@ -105,7 +104,7 @@ class PrepackedConv2d(PrepackedForward):
             filters = winograd.transform_weight(weight)
             return lambda x: winograd.conv3x3(x, filters, conv.bias)
         if _is_pointwise(conv) and x.is_contiguous(memory_format=torch.channels_last):
-            # a 1×1 conv on NHWC is a matmul over the pixels, without oneDNN's ~100 µs per call setup
+            # a 1×1 conv on NHWC is a matmul over the pixels, without oneDNN's per-call convolution set-up
             b, c, h, w = x.shape
             matmul = linear_plan(weight.view(weight.shape[0], c), conv.bias, b * h * w)
             return lambda x: matmul(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -1,4 +1,4 @@
-"""The registry: a YAML file declaring components and pipelines (DESIGN §4).
+"""The registry: a YAML file declaring components and pipelines (docs/architecture.md, "The registry").
 
 `load_registry()` finds the file (explicit path → `$DIFFSTACK_REGISTRY` → `./registry.yaml` → the bundled
 one), validates it in two passes — the envelope, then every `config` against its plugin's Config — and
@@ -11,24 +11,25 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 import yaml
 from pydantic import ValidationError
 
 from core import weights
-from core.devices import resolve_device, resolve_dtype
+from core.devices import placement_dtype, resolve_device, resolve_dtype
 from core.errors import ConfigError, PluginError, RegistryError, WeightsError
+from core.interfaces import MODEL_KINDS, PIPELINE_KINDS
 from core.performance import OPTIMISED_KINDS, Performance, optimise_part
 from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
-from core.registry_schema import SLOTS, ComponentDecl, InlineComponent, PipelineDecl, RegistryEnvelope, WeightsRef
+from core.registry_schema import ComponentDecl, InlineComponent, PipelineDecl, RegistryEnvelope, WeightsRef
 from core.suggest import did_you_mean
 from core.validation import describe_errors, validate_config
 
 ENV_VAR = "DIFFSTACK_REGISTRY"
-MODEL_KINDS = ("encoder", "denoiser", "text")
 ACCEPTED_WEIGHTS = (
     "a diffusers folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/), an original SD 1.x "
     "single-file .safetensors, or a diffstack .safetensors of the component"
@@ -111,9 +112,9 @@ class _Validator:
             name: decl for name, block in envelope.components.items() if (decl := self._component(name, block))
         }
         pipelines = {
-            name: decl
+            name: pipeline
             for name, block in envelope.pipelines.items()
-            if (decl := self._pipeline(name, block, components))
+            if (pipeline := self._pipeline(name, block, components))
         }
         default = self._default(envelope)
         if self.problems:
@@ -152,7 +153,7 @@ class _Validator:
             self.problems.extend(describe_errors(exc, ("pipelines", name)))
             return None
         ok = True
-        for slot in SLOTS:
+        for slot in PIPELINE_KINDS:
             ref = getattr(decl, slot)
             where = ("pipelines", name, slot)
             if isinstance(ref, InlineComponent):
@@ -207,6 +208,19 @@ def _field_ok(key: str, value: Any) -> bool:
     return True
 
 
+Declaration = TypeVar("Declaration")
+
+
+def _lookup(table: Mapping[str, Declaration], name: str, what: str, path: Path) -> Declaration:
+    """`table[name]`, or a RegistryError with a "did you mean" and every name of that kind."""
+    if name not in table:
+        raise RegistryError(
+            f"{path}: no {what} named {name!r}{did_you_mean(name, table)}",
+            hint=f"{what}s: {', '.join(table) or '(none)'}",
+        )
+    return table[name]
+
+
 def _path(where: tuple[str, ...]) -> str:
     return " -> ".join(where)
 
@@ -239,21 +253,16 @@ class Registry:
 
     def pipeline_declaration(self, name: str) -> PipelineDecl:
         """The validated declaration of pipeline `name`."""
-        if name not in self._pipelines:
-            raise RegistryError(
-                f"{self.path}: no pipeline named {name!r}{did_you_mean(name, self._pipelines)}",
-                hint=f"pipelines: {', '.join(self._pipelines) or '(none)'}",
-            )
-        return self._pipelines[name]
+        return _lookup(self._pipelines, name, "pipeline", self.path)
 
     def component_declaration(self, name: str) -> ComponentDecl:
         """The validated declaration of component `name`."""
-        if name not in self._components:
-            raise RegistryError(
-                f"{self.path}: no component named {name!r}{did_you_mean(name, self._components)}",
-                hint=f"components: {', '.join(self._components) or '(none)'}",
-            )
-        return self._components[name]
+        return _lookup(self._components, name, "component", self.path)
+
+    def block(self, pipeline: str, slot: str) -> InlineComponent:
+        """The component block that fills `slot` of `pipeline`: its inline block, or the named component's."""
+        ref = getattr(self.pipeline_declaration(pipeline), slot)
+        return self.component_declaration(ref) if isinstance(ref, str) else ref
 
     def build(
         self,
@@ -276,9 +285,10 @@ class Registry:
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
         speed = decl.performance if performance is None else performance
-        parts = {slot: self._part(name, decl, slot, target, precision, speed) for slot in SLOTS}
+        parts = {slot: self._part(name, decl, slot, target, precision, speed) for slot in PIPELINE_KINDS}
         return Pipeline(
-            name, **parts, device=target, dtype=precision, defaults=decl.defaults, plugin_manager=self.plugin_manager
+            name, **parts, device=target, dtype=precision, defaults=decl.defaults, plugin_manager=self.plugin_manager,
+            scheduler_name=self.block(name, "scheduler").plugin,
         )
 
     def build_component(
@@ -287,8 +297,9 @@ class Registry:
         """Build (or reuse) the named component on `device` in `dtype`."""
         decl = self.component_declaration(name)
         target = resolve_device(device)
-        key = ("component", name, decl.weights, target, resolve_dtype(dtype, target))
-        return self._cached(key, decl.kind, decl, decl.weights, f"component {name!r}")
+        precision = resolve_dtype(dtype, target)
+        key = ("component", name, decl.weights, target, precision)
+        return self._cached(key, lambda: self._instantiate(decl.kind, decl, decl.weights, f"component {name!r}", target, precision))
 
     def _part(
         self, pipeline: str, decl: PipelineDecl, slot: str, device: torch.device, dtype: torch.dtype, speed: Performance
@@ -296,7 +307,7 @@ class Registry:
         """The part in `slot`, built once per (declaration, device, dtype, performance): an optimised model part
         is never shared with a pipeline that asked for other settings."""
         ref = getattr(decl, slot)
-        block = self._components[ref] if isinstance(ref, str) else ref
+        block = self.block(pipeline, slot)
         fill = decl.weights if slot in MODEL_KINDS else None
         chosen = block.weights or fill
         if isinstance(ref, str):
@@ -305,20 +316,18 @@ class Registry:
         else:
             key = ("inline", pipeline, slot, device, dtype)
             where = f"pipeline {pipeline!r} -> {slot}"
-        if speed == Performance() or slot not in OPTIMISED_KINDS:
-            return self._cached(key, slot, block, chosen, where)
-        fast_key = (*key, speed)
-        if fast_key not in self._built:
-            plain = self._instantiate(slot, block, chosen, where, device, dtype)
-            self._built[fast_key] = optimise_part(slot, plain, speed, device)
-        return self._built[fast_key]
 
-    def _cached(
-        self, key: tuple[Any, ...], kind: str, block: InlineComponent, weights_ref: WeightsRef | None, where: str
-    ) -> Any:
+        def plain() -> Any:
+            return self._instantiate(slot, block, chosen, where, device, dtype)
+
+        if speed == Performance() or slot not in OPTIMISED_KINDS:
+            return self._cached(key, plain)
+        return self._cached((*key, speed), lambda: optimise_part(slot, plain(), speed, device))
+
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """The part cached under `key`, built by `build()` on first use."""
         if key not in self._built:
-            device, dtype = key[-2], key[-1]
-            self._built[key] = self._instantiate(kind, block, weights_ref, where, device, dtype)
+            self._built[key] = build()
         return self._built[key]
 
     def _instantiate(
@@ -331,7 +340,9 @@ class Registry:
         dtype: torch.dtype,
     ) -> Any:
         spec = self.plugin_manager.get(kind, block.plugin).spec
-        state, architecture, source = None, {}, ""
+        state: weights.CheckpointState | None = None
+        architecture: dict[str, Any] = {}
+        source = ""
         if weights_ref is not None:
             path = self._resolve_path(weights_ref.path, where)
             source = str(path)
@@ -355,7 +366,7 @@ class Registry:
         if state is None:
             component = build()
             if isinstance(component, torch.nn.Module):
-                component.to(device=device, dtype=dtype)
+                component.to(device=device, dtype=placement_dtype(component, dtype))
         else:
             component = weights.build_with_weights(
                 build, state, component=where, source=source, device=device, dtype=dtype
@@ -381,7 +392,7 @@ class Registry:
             raise WeightsError(f"{where}: weights not found: {path} (from {raw!r})", hint=f"accepted: {ACCEPTED_WEIGHTS}")
         return path
 
-    def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[weights.CheckpointState, dict[str, Any]]:
         state = self.plugin_manager.hook.diffstack_load_weights(path=path, kind=kind, format=fmt)
         if state is not None:
             return state, {}

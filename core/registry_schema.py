@@ -1,4 +1,4 @@
-"""The registry file's envelope: pydantic models for the first validation pass (DESIGN §4).
+"""The registry file's envelope: pydantic models for the first validation pass (docs/architecture.md).
 
 Plugin configs are kept as plain dicts here; the second pass validates each against its plugin's Config.
 """
@@ -12,7 +12,6 @@ from core.interfaces import Kind
 from core.performance import Performance
 
 WeightsFormat = Literal["auto", "native", "diffusers", "sd1-single-file"]
-SLOTS: tuple[str, ...] = ("encoder", "denoiser", "text", "scheduler", "sampler")
 
 
 class Strict(BaseModel):
@@ -54,6 +53,7 @@ class PipelineDefaults(Strict):
     steps: int | None = Field(None, gt=0)
     guidance_scale: float | None = Field(None, ge=0.0)
     negative_prompt: str | None = None
+    strength: float | None = Field(None, gt=0.0, le=1.0, description="img2img strength when a call gives none")
 
 
 REF_TAGS = ("component-name", "inline-block")

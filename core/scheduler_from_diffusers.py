@@ -1,6 +1,6 @@
 """`scheduler_from_diffusers`: a diffusers `scheduler_config.json` → the equivalent diffstack scheduler.
 
-Config keys are diffusers' own names (DESIGN §2), so most map one to one. Keys diffusers has and diffstack
+Config keys are diffusers' own names (docs/architecture.md), so most map one to one. Keys diffusers has and diffstack
 does not are accepted at the value where they change nothing (`INERT`) and refused otherwise; keys neither
 knows are reported in one warning; `PNDMScheduler`, which diffstack does not implement, becomes `lms` with a
 logged note. The scheduler is built through the plugin manager, like any other component.

@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
+from core.devices import placement_dtype
 from core.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -267,17 +268,17 @@ def build_with_weights(
 ) -> torch.nn.Module:
     """Build a module and fill it from `state` without ever allocating its random initialisation.
 
-    `build()` runs on the meta device; `module.to(dtype)` then lets the module choose its weights' dtypes
-    (a VAE with `force_upcast` stays float32), and `load_into` materialises each tensor on `device` straight
-    from the checkpoint. Peak memory ≈ the loaded model plus one tensor. A module holding non-persistent
-    buffers (computed in `__init__`, absent from checkpoints) is built normally instead.
+    `build()` runs on the meta device; the module is then moved to the dtype `core.devices.placement_dtype`
+    gives for `dtype` (a VAE with `force_upcast` stays float32 for float16), and `load_into` materialises each
+    tensor on `device` straight from the checkpoint. Peak memory ≈ the loaded model plus one tensor. A module
+    holding non-persistent buffers (computed in `__init__`, absent from checkpoints) is built normally instead.
     """
     with torch.device("meta"), SkipInitOnMeta():
         module = build()
     if set(dict(module.named_buffers())) - set(module.state_dict()):
         module = build()
     if dtype is not None:
-        module.to(dtype=dtype)
+        module.to(dtype=placement_dtype(module, dtype))
     load_into(module, state, component=component, source=source, device=device)
     return module.to(device=device)
 

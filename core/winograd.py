@@ -8,8 +8,8 @@ spends 4, plus cheap transforms (additions only) of the input tiles and the outp
 The filter transform U = G g Gᵀ is done once (`transform_weight`); per call the input tiles are transformed,
 the 16 tile positions become 16 matrix products (tiles × C_in) @ (C_in × C_out), one `bmm`, and the output
 transform adds them back into 2×2 pixels. Where the channels are wide that product dominates and the whole
-convolution takes ~0.6–0.7× of oneDNN's direct one on this class of CPU (bench/RESULTS.md); where they are
-narrow the transforms (memory-bound) lose, so `suits` only accepts ≥ 256 channels both ways. The values equal
+convolution is faster than oneDNN's direct one (bench/RESULTS.md has the measurements); where they are
+narrow the transforms (memory-bound) lose, so `suits` wants ≥ MIN_CHANNELS channels in and out. The values equal
 the direct convolution's up to float32 rounding (measured error against float64 below oneDNN's own).
 """
 from __future__ import annotations

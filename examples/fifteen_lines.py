@@ -19,7 +19,7 @@ def fifteen_lines(pipe: core.Pipeline, prompt: str, *, seed: int, steps: int, gu
     """One image (1, 3, H, W) in [-1, 1] for `prompt`, from the parts of `pipe`, with an LMS scheduler."""
     scheduler = core.create("scheduler", "lms", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     f, c = pipe.encoder.downsample_factor, pipe.encoder.latent_channels
-    height, width = pipe.default("height"), pipe.default("width")
+    height, width = pipe.defaults.height or 512, pipe.defaults.width or 512
     with torch.inference_mode():
         context = pipe.text(["", prompt])                                        # (2, L, D): uncond, cond
         latents = torch.randn((1, c, height // f, width // f), generator=torch.Generator().manual_seed(seed))

@@ -10,7 +10,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "plugins.euler",
     "plugins.euler_ancestral",
     "plugins.dpmpp_2m",
-    "plugins.cfg",
-    "plugins.img2img",
+    "plugins.guided",
     "plugins.shapes",
 )

@@ -61,13 +61,13 @@ class DDPM(VPScheduler):
         x0 = schedules.clip_or_threshold(x0, c)
         prev = weight_x0 * x0 + weight_x * sample
         if self.timestep_list[i] > 0:
-            z = noise()
+            spread: float | torch.Tensor = std
             if c.variance_type == "learned":
-                std = predicted_variance**0.5
+                spread = predicted_variance**0.5
             elif c.variance_type == "learned_range":
                 fraction = (predicted_variance + 1) / 2                             # in [0, 1]
-                std = torch.exp(0.5 * (fraction * log_large + (1 - fraction) * log_small))
-            prev = prev + std * z
+                spread = torch.exp(0.5 * (fraction * log_large + (1 - fraction) * log_small))
+            prev = prev + spread * noise()
         return StepOutput(prev, x0)
 
 

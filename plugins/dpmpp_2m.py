@@ -58,17 +58,17 @@ class DPMSolverPP2M(VPScheduler):
         sigma_vp = sigma * alpha
         self._alpha_sigma = list(zip(alpha.tolist(), sigma_vp.tolist(), strict=True))     # (α_t, σ'_t) per step
         lam = (torch.log(alpha) - torch.log(sigma_vp)).double().numpy()      # (m+1,) λ, +inf at σ = 0
-        alpha, sigma_vp = alpha.double().numpy(), sigma_vp.double().numpy()
+        a64, s64 = alpha.double().numpy(), sigma_vp.double().numpy()           # α_t, σ'_t in float64
         # entries that would divide by a missing history or by σ = 0 come out inf/NaN and are never used
         with np.errstate(divide="ignore", invalid="ignore"):
             h = lam[1:] - lam[:-1]                                           # (m,) step in λ
             r0 = np.append(np.nan, h[:-1]) / h                               # h_{i-1}/h_i
             r1 = np.append([np.nan, np.nan], h[:-2]) / h                     # h_{i-2}/h_i
-            keep = sigma_vp[1:] / sigma_vp[:-1]                              # weight of x_s
-            a = -alpha[1:] * np.expm1(-h)                                    # of D0
-            b = alpha[1:] * (np.expm1(-h) / h + 1)                           # of D1 (heun, third order)
-            c = -alpha[1:] * ((np.expm1(-h) + h) / h**2 - 0.5)               # of D2
-            d1 = -0.5 * alpha[1:] * np.expm1(-h) if self.config.solver_type == "midpoint" else b
+            keep = s64[1:] / s64[:-1]                              # weight of x_s
+            a = -a64[1:] * np.expm1(-h)                                    # of D0
+            b = a64[1:] * (np.expm1(-h) / h + 1)                           # of D1 (heun, third order)
+            c = -a64[1:] * ((np.expm1(-h) + h) / h**2 - 0.5)               # of D2
+            d1 = -0.5 * a64[1:] * np.expm1(-h) if self.config.solver_type == "midpoint" else b
             # per step, the scalars of each order's update as `step` writes it out
             self._first = np.stack([keep, a], axis=1).tolist()
             self._second = np.stack([keep, a, d1 / r0], axis=1).tolist()
@@ -76,7 +76,7 @@ class DPMSolverPP2M(VPScheduler):
 
     def _order(self, i: int, history: int) -> int:
         """diffusers' order rule: ramp up with the history, lower it at the end of short runs."""
-        c, last, n = self.config, len(self.timestep_list) - 1, self.num_inference_steps
+        c, last, n = self.config, len(self.timestep_list) - 1, self.num_inference_steps or 0
         short = c.lower_order_final and n < 15
         lower_final = i == last and (c.euler_at_final or short or c.final_sigmas_type == "zero")
         lower_second = i == last - 1 and short

@@ -3,6 +3,8 @@ Generative Models" (k-diffusion's `sample_lms`): Adams–Bashforth on the probab
 with variable steps, order 1–4."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -31,7 +33,7 @@ def lms_coefficients(sigmas: np.ndarray, max_order: int) -> list[list[list[float
         idx = np.arange(k - 1, n)                                      # steps with k derivatives available
         a = [s[idx - m] - s[idx] for m in range(k)]                    # k × (len(idx),)
         for j in range(k):
-            poly = [np.ones_like(idx, dtype=np.float64)]               # coefficients of u^0, u^1, …
+            poly: list[Any] = [np.ones_like(idx, dtype=np.float64)]    # coefficients of u^0, u^1, …
             denom = np.ones_like(poly[0])
             for m in range(k):
                 if m != j:

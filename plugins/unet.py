@@ -69,7 +69,6 @@ class Config(BaseModel):
     norm_eps: float = Field(1e-5, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     prediction_type: PredictionType = Field("epsilon", description="what the network predicts")
-    channels_last: bool = Field(False, description="keep conv weights and activations in channels_last layout")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -373,8 +372,6 @@ class UNet2DCondition(nn.Module):
         )
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, ch[0], eps=config.norm_eps)
         self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
-        if config.channels_last:
-            self.to(memory_format=torch.channels_last)
 
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor | float | int, context: torch.Tensor
@@ -392,10 +389,7 @@ class UNet2DCondition(nn.Module):
         temb = self.time_embedding(t_emb.to(dtype))  # (B, 4·C0)
         context = context.to(dtype)
 
-        x = sample.to(dtype)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = self.conv_in(x)  # (B, C0, h, w)
+        x = self.conv_in(sample.to(dtype))  # (B, C0, h, w)
         skips = [x]
         for block in self.down_blocks:
             x, block_skips = block(x, temb, context)

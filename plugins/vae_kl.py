@@ -45,14 +45,13 @@ class Config(BaseModel):
     norm_num_groups: int = Field(32, ge=1)
     sample_size: int = Field(512, ge=1, description="training image size; also the tile size of decode_tiling")
     scaling_factor: float = Field(0.18215, gt=0, description="latents = scaling_factor · z, so they have unit variance")
-    force_upcast: bool = Field(True, description="keep the weights in fp32 when the model is moved to float16")
+    force_upcast: bool = Field(True, description="keep the weights in fp32 when the model is placed in float16")
     use_quant_conv: bool = True
     use_post_quant_conv: bool = True
     mid_block_add_attention: bool = True
     decode_slicing: bool = Field(False, description="decode one image at a time (less memory for big batches)")
     decode_tiling: bool = Field(False, description="decode latents larger than a tile in overlapping, blended tiles")
     tile_overlap: float = Field(0.25, gt=0, lt=1, description="fraction of a tile shared with its neighbour")
-    channels_last: bool = Field(False, description="keep conv weights and activations in channels_last layout")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -172,8 +171,8 @@ class DecoderBlock(nn.Module):
         return x
 
 
-class Encoder(nn.Module):
-    """(B, 3, H, W) → (B, 2C, H/f, W/f) posterior moments (before quant_conv)."""
+class DownsamplingEncoder(nn.Module):
+    """The VAE's downsampling stack: (B, 3, H, W) → (B, 2C, H/f, W/f) posterior moments (before quant_conv)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -194,8 +193,8 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
-class Decoder(nn.Module):
-    """(B, C, h, w) latents (after post_quant_conv) → (B, 3, h·f, w·f) images."""
+class UpsamplingDecoder(nn.Module):
+    """The VAE's upsampling stack: (B, C, h, w) latents (after post_quant_conv) → (B, 3, h·f, w·f) images."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -216,7 +215,8 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    """The Encoder: `encode(images) → scaled latents`, `decode(latents) → images`, both in the input's dtype."""
+    """The `Encoder` part (core.interfaces): `encode(images) → scaled latents`, `decode(latents) → images`,
+    both in the input's dtype."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -224,23 +224,20 @@ class AutoencoderKL(nn.Module):
         self.latent_channels = config.latent_channels
         self.downsample_factor = 2 ** (len(config.block_out_channels) - 1)
         self.scaling_factor = config.scaling_factor
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        self.encoder = DownsamplingEncoder(config)
+        self.decoder = UpsamplingDecoder(config)
         C = config.latent_channels
         self.quant_conv = nn.Conv2d(2 * C, 2 * C, 1) if config.use_quant_conv else None
         self.post_quant_conv = nn.Conv2d(C, C, 1) if config.use_post_quant_conv else None
-        if config.channels_last:
-            self.to(memory_format=torch.channels_last)
 
-    def to(self, *args, **kwargs) -> AutoencoderKL:
-        """`nn.Module.to`, except that with `force_upcast` a float16 request keeps the weights in float32
-        (fp16 VAE decodes overflow to NaN on some checkpoints); encode/decode still return the input's dtype."""
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if self.config.force_upcast and dtype == torch.float16:
+    def placement_dtype(self, requested: torch.dtype) -> torch.dtype:
+        """The dtype the weights take when the model is placed in `requested` (see `core.devices.placement_dtype`):
+        float32 instead of float16 under `force_upcast` (fp16 VAE decodes overflow to NaN on some checkpoints);
+        encode/decode still return the input's dtype."""
+        if self.config.force_upcast and requested == torch.float16:
             log.info("vae-kl: force_upcast keeps the VAE weights in float32 instead of float16")
-            dtype = torch.float32
-        options = {"memory_format": memory_format} if memory_format is not None else {}
-        return super().to(device=device, dtype=dtype, non_blocking=non_blocking, **options)
+            return torch.float32
+        return requested
 
     def encode(
         self, images: torch.Tensor, *, generator: torch.Generator | None = None, sample: bool = True
@@ -260,7 +257,7 @@ class AutoencoderKL(nn.Module):
                 f"downsample factor {f}",
                 hint=f"resize or crop the image to multiples of {f}",
             )
-        moments = self.encoder(self._prepare(images))
+        moments = self.encoder(self._in_weight_dtype(images))
         if self.quant_conv is not None:
             moments = self.quant_conv(moments)
         mean, logvar = moments.chunk(2, dim=1)  # (B, C, H/f, W/f) each
@@ -278,17 +275,16 @@ class AutoencoderKL(nn.Module):
             raise InputError(
                 f"vae-kl: latents must be (B, {self.latent_channels}, h, w), got shape {tuple(latents.shape)}"
             )
-        z = self._prepare(latents) / self.scaling_factor
+        z = self._in_weight_dtype(latents) / self.scaling_factor
         if self.config.decode_slicing:
             images = torch.cat([self._decode(one) for one in z.split(1)])
         else:
             images = self._decode(z)
         return images.clamp(-1.0, 1.0).to(latents.dtype)
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """x in the weights' dtype (float32 under force_upcast) and layout."""
-        x = x.to(self.encoder.conv_in.weight.dtype)
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+    def _in_weight_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the weights' dtype (float32 under force_upcast)."""
+        return x.to(self.encoder.conv_in.weight.dtype)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         tile = self.config.sample_size // self.downsample_factor  # latent tile size

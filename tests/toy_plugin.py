@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from core import ComponentSpec, InputError, PredictionType, StepEvent, StepOutput, hookimpl
-from core.interfaces import Denoiser, Scheduler, StepCallback
+from core.interfaces import SamplerInputs, should_stop
 
 
 # --------------------------------------------------------------------------------------------- encoder
@@ -237,9 +237,12 @@ class ToyScheduler:
         generator: torch.Generator | None = None,
     ) -> StepOutput:
         if self._step_ratio is None:
-            raise InputError("toy-scheduler: step() called before set_timesteps()", hint="call set_timesteps(n) first")
+            raise InputError(f"{type(self).__name__}: step() called before set_timesteps()", hint="call set_timesteps(n) first")
+        return self._move(model_output, timestep, sample, int(round(float(timestep))) - self._step_ratio)
+
+    def _move(self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int) -> StepOutput:
+        """From `timestep` to `prev_t` (< 0: past the last step)."""
         alpha_bar = float(self._alpha_bar(timestep))
-        prev_t = int(round(float(timestep))) - self._step_ratio
         alpha_bar_prev = float(self.alphas_cumprod[prev_t]) if prev_t >= 0 else 1.0
         a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
         if self.config.prediction_type == "epsilon":
@@ -286,18 +289,8 @@ class ToyEulerScheduler(ToyScheduler):
         sigma = sigma.reshape(-1, *[1] * (original_samples.ndim - 1)) if sigma.ndim else sigma
         return original_samples + sigma.to(original_samples.device, original_samples.dtype) * noise
 
-    def step(
-        self,
-        model_output: torch.Tensor,
-        timestep: torch.Tensor | float | int,
-        sample: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> StepOutput:
-        if self._step_ratio is None:
-            raise InputError("toy-euler: step() called before set_timesteps()", hint="call set_timesteps(n) first")
+    def _move(self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int) -> StepOutput:
         sigma = self._sigma(timestep)
-        prev_t = int(round(float(timestep))) - self._step_ratio
         sigma_next = self._sigma(prev_t) if prev_t >= 0 else 0.0
         if self.config.prediction_type == "epsilon":
             x0 = sample - sigma * model_output
@@ -321,49 +314,25 @@ class ToySampler:
     def __init__(self, config: ToySamplerConfig) -> None:
         self.config = config
 
-    def _predict(
-        self, denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-        uncond_context: torch.Tensor | None, guidance_scale: float,
-    ) -> torch.Tensor:
-        if uncond_context is None:
-            return denoiser(x, t, context)
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, job: SamplerInputs) -> torch.Tensor:
+        if job.uncond_context is None:
+            return job.denoiser(x, t, job.context)
         if self.config.batched_guidance:
-            uncond, cond = denoiser(torch.cat([x, x]), t, torch.cat([uncond_context, context])).chunk(2)
+            uncond, cond = job.denoiser(torch.cat([x, x]), t, torch.cat([job.uncond_context, job.context])).chunk(2)
         else:
-            uncond, cond = denoiser(x, t, uncond_context), denoiser(x, t, context)
-        return uncond + guidance_scale * (cond - uncond)
+            uncond, cond = job.denoiser(x, t, job.uncond_context), job.denoiser(x, t, job.context)
+        return uncond + job.guidance_scale * (cond - uncond)
 
-    def __call__(
-        self,
-        denoiser: Denoiser,
-        scheduler: Scheduler,
-        noise: torch.Tensor,
-        context: torch.Tensor,
-        uncond_context: torch.Tensor | None = None,
-        *,
-        steps: int,
-        guidance_scale: float = 1.0,
-        init_latents: torch.Tensor | None = None,
-        strength: float = 1.0,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        scheduler.set_timesteps(steps, device=noise.device, strength=strength if init_latents is not None else 1.0)
-        timesteps = scheduler.timesteps
-        if init_latents is None:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            latents = scheduler.add_noise(init_latents, noise, timesteps[0])
+    def __call__(self, job: SamplerInputs) -> torch.Tensor:
+        img2img = job.init_latents is not None
+        job.scheduler.set_timesteps(job.steps, device=job.noise.device, strength=(job.strength or 0.8) if img2img else 1.0)
+        timesteps = job.scheduler.timesteps
+        latents = job.scheduler.add_noise(job.init_latents, job.noise, timesteps[0]) if img2img else job.noise * job.scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
-            x_in = scheduler.scale_model_input(latents, t)
-            pred = self._predict(denoiser, x_in, t, context, uncond_context, guidance_scale)
-            out = scheduler.step(pred, t, latents, generator=generator)
+            out = job.scheduler.step(self._predict(job.scheduler.scale_model_input(latents, t), t, job), t, latents, generator=job.generator)
             latents = out.prev_sample
-            if callback is not None:
-                event = StepEvent(i, len(timesteps), t, latents, out.pred_original_sample)
-                callback(event)
-                if event.stop_requested:
-                    break
+            if should_stop(job.callback, StepEvent(i, len(timesteps), t, latents, out.pred_original_sample)):
+                break
         return latents
 
 

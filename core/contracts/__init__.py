@@ -1,5 +1,5 @@
 """Contract suites: the conformance checks any correct Encoder, Denoiser, Scheduler, TextConditioner,
-Sampler or Dataset passes (DESIGN §7).
+Sampler or Dataset passes (docs/architecture.md, "Contract suites").
 
 Two ways to run them. In pytest, subclass a suite and provide the component as a fixture::
 

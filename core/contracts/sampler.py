@@ -13,7 +13,7 @@ import torch
 
 from core.contracts.base import Contract, assert_close, assert_equal, generator, randn
 from core.contracts.oracles import OracleDenoiser, StandInDenoiser, clean_signal
-from core.interfaces import Scheduler, StepEvent
+from core.interfaces import SamplerInputs, Scheduler, StepEvent
 from core.plugin_manager import PluginManager
 
 
@@ -53,7 +53,7 @@ class SamplerContract(Contract):
         noise = randn(*self.shape, seed=10)  # (B, C, h, w)
         options = {"steps": self.steps, "generator": generator(0), **options}
         with torch.inference_mode():
-            return sampler(denoiser, scheduler, noise, context, uncond_context, **options)
+            return sampler(SamplerInputs(denoiser, scheduler, noise, context, uncond_context, **options))
 
     def test_oracle_lands_on_x0(self, component: Any) -> None:
         scheduler = self.make_scheduler()

@@ -2,7 +2,7 @@
 
 The central one: fed the *true* noise at every step (an oracle that knows x0, honouring
 `config.prediction_type`), a deterministic rule ends at x0 — "the denoiser predicts the entire noise, the
-scheduler removes part of it" (DESIGN §7). Rules that draw noise in `step` (DDPM, ancestral samplers) are
+scheduler removes part of it" (docs/architecture.md). Rules that draw noise in `step` (DDPM, ancestral samplers) are
 detected by stepping with two different generators; checks that need determinism are not applicable to
 them, and the x0 check uses a looser tolerance.
 """

@@ -4,6 +4,9 @@
     autoencoder.KLAutoencoderObjective   reconstruction + β·KL for a KL autoencoder (VAE-KL layout)
     contrastive.ContrastiveObjective     CLIP-style InfoNCE: any TextConditioner + a small image tower
     diffusion.DiffusionObjective         ε-prediction on cached scaled latents, caption dropout for CFG
-    evaluate                             attribute accuracy of generated images, VAE PSNR, contact sheets
-    cli                                  the `diffstack train` and `diffstack eval` subcommands
+    evaluate                             attribute accuracy of generated images, labelled image grids
+    recipes                              the shapes-tiny model's plugins, sizes and training settings
+    stages                               the four stages (vae, decoder, clip, unet); `RUNNERS` by name
+
+The `diffstack train` and `diffstack eval` commands (core.cli.train, core.cli.eval) drive them.
 """

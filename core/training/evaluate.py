@@ -1,10 +1,10 @@
 """Evaluation of a text-to-image model on a data set whose pixels can be read back (e.g. `shapes`):
-attribute accuracy of generated images, for seen and held-out combinations, and contact sheets.
+attribute accuracy of generated images, for seen and held-out combinations, and labelled image grids.
 
 The data set must offer, besides the `Dataset` protocol, `attributes(i) -> {name: value}` (the truth of
 item i) and `analyse(image (3, H, W) in [-1, 1]) -> {name: value}` (what the pixels show). `generate` is
 any text-to-image callable: `generate(prompts, seed) -> (B, 3, H, W)` in [-1, 1], image j drawn with seed + j —
-`Pipeline.__call__(…, output_type="tensor")` is one.
+`lambda prompts, seed: pipe(prompts, seed=seed).pixels` is one.
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def attribute_accuracy(generate: Generate, dataset: Any, n: int, *, seed: int = 
     return {name: count / n for name, count in right.items()}
 
 
-def contact_sheet(images: torch.Tensor, labels: list[str], columns: int, *, label_width: int = 270, gap: int = 2) -> Image.Image:
+def labelled_grid(
+    images: torch.Tensor, labels: list[str], columns: int, *, label_width: int = 270, gap: int = 2
+) -> Image.Image:
     """images (R·columns, 3, H, W) in [-1, 1], row-major, and R row labels → one RGB sheet, labels on the left."""
     rows = len(labels)
     _, _, height, width = images.shape

@@ -1,15 +1,18 @@
-"""The three training stages of a latent diffusion model, each building its parts through the plugin
+"""The four training stages of a latent diffusion model, each building its parts through the plugin
 manager from a recipe (`core.training.recipes`), training them with `loop.train`, and exporting the result
-with `export.save_component`:
+with `export.save_component`; `RUNNERS` maps each stage's name to its `run_<stage>` function:
 
-    vae   the autoencoder (reconstruction + β·KL), then its `scaling_factor` → encoder.safetensors
-    clip  text tower + image tower, contrastively; the text tower → text.safetensors
-    unet  ε-prediction on latents of the trained encoder, conditioned by the trained text tower
-          (both frozen, their outputs cached) → denoiser.safetensors (EMA weights)
+    vae      the autoencoder (reconstruction + β·KL), then its `scaling_factor` → encoder.safetensors
+    decoder  optional: the trained autoencoder's decoder fine-tuned on posterior means, its encoder frozen
+             (latents and scaling factor unchanged) → encoder.safetensors, rewritten
+    clip     text tower + image tower, contrastively; the text tower → text.safetensors
+    unet     ε-prediction on latents of the trained encoder, conditioned by the trained text tower
+             (both frozen, their outputs cached) → denoiser.safetensors (EMA weights)
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,9 @@ def run_decoder(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool
     result = train(objective, config, out, resume=resume)
     save_component(vae.state_dict(), path, kind="encoder", plugin=info["plugin"], config=info["config"])
     return {"result": result, "psnr_before": before, "psnr": vae_psnr(load_component(path, device=device), images)}
+
+
+# stage name (a key of recipes.STAGES) → run_<stage>(config, out, model_dir, *, resume, device) → its report
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "vae": run_vae, "decoder": run_decoder, "clip": run_clip, "unet": run_unet
+}

@@ -90,7 +90,7 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
-class Encoder(nn.Module):
+class TransformerStack(nn.Module):
     """The stack of `num_hidden_layers` blocks (a module of its own for the checkpoint's `encoder.` keys)."""
 
     def __init__(self, config: Config) -> None:
@@ -104,7 +104,7 @@ class CLIPTextTransformer(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
+        self.encoder = TransformerStack(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:

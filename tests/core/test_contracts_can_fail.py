@@ -5,6 +5,7 @@ through `run_contract`, and asserts which checks fail (with a useful message) an
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import pytest
@@ -13,6 +14,7 @@ import toy_plugin as toy
 from pydantic import ConfigDict, field_serializer
 
 from core import StepEvent
+from core.interfaces import SamplerInputs, should_stop
 from core.contracts import SamplerContract, run_contract
 
 Scheduler, Denoiser, Encoder = toy.ToyScheduler, toy.ToyDenoiser, toy.ToyEncoder
@@ -367,64 +369,62 @@ TEXT_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
 class GuidanceWithoutDifference(Sampler):
     """pred = u + g·c: forgets to subtract u."""
 
-    def _predict(self, denoiser: Any, x: Any, t: Any, context: Any, uncond_context: Any, guidance_scale: float) -> Any:
-        if uncond_context is None:
-            return denoiser(x, t, context)
-        return denoiser(x, t, uncond_context) + guidance_scale * denoiser(x, t, context)
+    def _predict(self, x: Any, t: Any, job: SamplerInputs) -> Any:
+        if job.uncond_context is None:
+            return job.denoiser(x, t, job.context)
+        return job.denoiser(x, t, job.uncond_context) + job.guidance_scale * job.denoiser(x, t, job.context)
 
 
 class DropsLastStep(Sampler):
     """The loop runs over timesteps[:-1]."""
 
-    def __call__(
-        self, denoiser: Any, scheduler: Any, noise: torch.Tensor, context: torch.Tensor, uncond_context: Any = None,
-        *, steps: int, guidance_scale: float = 1.0, init_latents: Any = None, strength: float = 1.0,
-        generator: Any = None, callback: Any = None,
-    ) -> torch.Tensor:
-        scheduler.set_timesteps(steps, strength=strength if init_latents is not None else 1.0)
+    def __call__(self, job: SamplerInputs) -> torch.Tensor:
+        scheduler = job.scheduler
+        scheduler.set_timesteps(job.steps, strength=job.strength or 1.0 if job.init_latents is not None else 1.0)
         timesteps = scheduler.timesteps
-        latents = noise if init_latents is None else scheduler.add_noise(init_latents, noise, timesteps[0])
+        latents = job.noise if job.init_latents is None else scheduler.add_noise(job.init_latents, job.noise, timesteps[0])
         for i, t in enumerate(timesteps[:-1]):
-            pred = self._predict(denoiser, latents, t, context, uncond_context, guidance_scale)
-            latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
-            if callback is not None:
-                event = StepEvent(i, len(timesteps), t, latents)
-                callback(event)
-                if event.stop_requested:
-                    break
+            pred = self._predict(latents, t, job)
+            latents = scheduler.step(pred, t, latents, generator=job.generator).prev_sample
+            if should_stop(job.callback, StepEvent(i, len(timesteps), t, latents)):
+                break
         return latents
 
 
 class CallbackOneTimestepAhead(Sampler):
-    def __call__(self, *args: Any, callback: Any = None, **kwargs: Any) -> Any:
-        scheduler = args[1]
+    def __call__(self, job: SamplerInputs) -> Any:
+        callback = job.callback
 
         def shifted(event: Any) -> None:
-            ts = scheduler.timesteps
+            ts = job.scheduler.timesteps
             event.timestep = ts[min(event.step + 1, len(ts) - 1)]
             callback(event)
 
-        return super().__call__(*args, callback=shifted if callback else None, **kwargs)
+        return super().__call__(replace(job, callback=shifted if callback else None))
 
 
 class IgnoresStop(Sampler):
-    def __call__(self, *args: Any, callback: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, job: SamplerInputs) -> Any:
+        callback = job.callback
+
         def unstoppable(event: Any) -> None:
             callback(event)
             event.stop_requested = False
 
-        return super().__call__(*args, callback=unstoppable if callback else None, **kwargs)
+        return super().__call__(replace(job, callback=unstoppable if callback else None))
 
 
 class IgnoresInitLatents(Sampler):
-    def __call__(self, *args: Any, init_latents: Any = None, strength: float = 1.0, **kwargs: Any) -> Any:
-        return super().__call__(*args, **kwargs)
+    def __call__(self, job: SamplerInputs) -> Any:
+        return super().__call__(replace(job, init_latents=None, strength=None))
 
 
 class SkipsInputScaling(Sampler):
     """Feeds the denoiser the unscaled latents (harmless for VP rules, wrong for σ-space ones)."""
 
-    def __call__(self, denoiser: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, job: SamplerInputs) -> Any:
+        scheduler = job.scheduler
+
         class Unscaled:
             def __getattr__(self, name: str) -> Any:
                 return getattr(scheduler, name)
@@ -432,7 +432,7 @@ class SkipsInputScaling(Sampler):
             def scale_model_input(self, sample: torch.Tensor, timestep: Any) -> torch.Tensor:
                 return sample
 
-        return super().__call__(denoiser, Unscaled(), *args, **kwargs)
+        return super().__call__(replace(job, scheduler=Unscaled()))
 
 
 class EulerSamplerContract(SamplerContract):

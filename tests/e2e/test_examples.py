@@ -22,7 +22,7 @@ def test_fifteen_lines_equals_the_pipeline(tiny_pipeline):
     fifteen = load_example("fifteen_lines")
     ours = fifteen.fifteen_lines(tiny_pipeline, "a red circle", seed=4, steps=6, guidance=5.0)
     reference = tiny_pipeline("a red circle", seed=4, steps=6, guidance_scale=5.0, negative_prompt="",
-                              scheduler="lms", output_type="tensor")
+                              scheduler="lms").pixels
     assert (ours - reference).abs().max() < 1e-4
 
 
@@ -41,6 +41,6 @@ def test_custom_pipeline_example_builds_and_runs():
     edit = registry.build("shapes-edit", device="cpu")
     assert dpm.denoiser is edit.denoiser  # named components are shared
     assert type(dpm.scheduler).__module__ == "plugins.dpmpp_2m" and dpm.scheduler.config.use_karras_sigmas
-    [source] = dpm("a large red circle on a blue background", seed=1, steps=6)
-    [edited] = edit("a large red square on a blue background", image=source, steps=6)
+    [source] = dpm("a large red circle on a blue background", seed=1, steps=6).images
+    [edited] = edit("a large red square on a blue background", image=source, steps=6).images
     assert source.size == edited.size == (64, 64)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import core
 from core.cli import main
 
 
@@ -27,10 +28,12 @@ def test_png_carries_its_recipe_and_from_png_recreates_it(tiny_registry, tmp_pat
     assert written(out) == ["a-red-circle-3.png", "a-red-circle-4.png"]
     assert capsys.readouterr().out.split() == [str(out / "a-red-circle-3.png"), str(out / "a-red-circle-4.png")]
     recipe = json.loads(Image.open(out / "a-red-circle-4.png").text["diffstack"])
-    assert recipe | {"diffstack_version": "-"} == {
+    scheduler_config = core.create("scheduler", "ddim", **recipe["scheduler_config"]).config
+    assert scheduler_config.beta_schedule == "scaled_linear" and scheduler_config.clip_sample is True
+    assert recipe | {"diffstack_version": "-", "scheduler_config": "-"} == {
         "prompt": "a red circle", "negative_prompt": "blurry", "seed": 4, "steps": 4, "guidance_scale": 4.0,
-        "height": 32, "width": 32, "scheduler": "ddim", "pipeline": "tiny", "num_images": 1,
-        "batch_seed": 3, "batch_size": 2, "batch_index": 1, "diffstack_version": "-",
+        "height": 32, "width": 32, "scheduler": "ddim", "scheduler_config": "-", "pipeline": "tiny", "num_images": 1,
+        "strength": None, "batch_seed": 3, "batch_size": 2, "batch_index": 1, "diffstack_version": "-",
     }
     again = tmp_path / "again"
     assert generate(tiny_registry, "--from-png", str(out / "a-red-circle-4.png"), "--out", str(again)) == 0

@@ -16,7 +16,7 @@ PROMPT = "a small green square on a white background"
 
 
 def images(pipe: core.Pipeline) -> torch.Tensor:
-    return pipe(PROMPT, seed=3, num_images=2, output_type="tensor", progress=False)
+    return pipe(PROMPT, seed=3, num_images=2, progress=False).pixels
 
 
 def with_performance(registry: Path, block: str) -> Path:

@@ -34,6 +34,6 @@ def test_registry_file_names_heun(tmp_path: Path):
     pipe = core.load_registry(registry).build(device="cpu")
     assert type(pipe.scheduler).__module__ == "diffstack_heun"
     calls = []
-    [image] = pipe("a red circle", seed=1, callback=calls.append)
+    [image] = pipe("a red circle", seed=1, callback=calls.append).images
     assert len(calls) == 2 * 4 - 1  # Heun: two denoiser calls per step but the last
     assert image.size == (16, 16) and np.asarray(image).std() > 0

@@ -77,7 +77,7 @@ def test_txt2img_matches_diffusers(reference, name: str):
             num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type="pt",
         ).images
     mine = ours(PROMPT, negative_prompt=NEGATIVE, seed=7, guidance_scale=GUIDANCE, steps=STEPS, height=SIZE,
-                width=SIZE, scheduler=name, output_type="tensor")
+                width=SIZE, scheduler=name).pixels
     assert_images_match(mine, theirs)
 
 
@@ -97,5 +97,5 @@ def test_img2img_matches_diffusers(reference, name: str, strength: float):
             num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3), output_type="pt",
         ).images
     mine = ours(PROMPT, image=init, strength=strength, negative_prompt=NEGATIVE, seed=3, guidance_scale=GUIDANCE,
-                steps=STEPS, scheduler=name, output_type="tensor")
+                steps=STEPS, scheduler=name).pixels
     assert_images_match(mine, theirs)

@@ -1,4 +1,4 @@
-"""The built-in samplers `cfg` and `img2img`: their contract suite, guidance rescale, default strength."""
+"""The built-in sampler `cfg` (also named `img2img`): its contract suite, guidance rescale, default strength."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,8 @@ import torch
 import core
 from core.contracts import SamplerContract
 from core.contracts.oracles import StandInDenoiser
-from core.sampling import guided_prediction
+from core.interfaces import SamplerInputs
+from plugins.guided import guided_prediction
 
 
 class TestCFG(SamplerContract):
@@ -32,8 +33,9 @@ class Affine:
 def test_guidance_rescale_matches_its_formula():
     sample = torch.zeros(2, 1, 1, 4)
     cond, uncond = torch.full((2, 3, 5), 2.0), torch.full((2, 3, 5), -1.0)
-    plain = guided_prediction(Affine(), sample, torch.tensor(1), cond, uncond, 3.0)
-    rescaled = guided_prediction(Affine(), sample, torch.tensor(1), cond, uncond, 3.0, guidance_rescale=0.5)
+    inputs = SamplerInputs(Affine(), core.create("scheduler", "ddim"), sample, cond, uncond, guidance_scale=3.0)
+    plain = guided_prediction(Affine(), sample, torch.tensor(1), inputs, rescale=0.0)
+    rescaled = guided_prediction(Affine(), sample, torch.tensor(1), inputs, rescale=0.5)
     c = Affine()(sample, 1, cond)
     expected = 0.5 * plain * (c.std(dim=(1, 2, 3), keepdim=True) / plain.std(dim=(1, 2, 3), keepdim=True)) + 0.5 * plain
     assert torch.allclose(rescaled, expected)
@@ -44,17 +46,22 @@ def run(sampler, strength=None, init=True):
     scheduler = core.create("scheduler", "ddim")
     noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     events = []
-    sampler(StandInDenoiser(4, 8), scheduler, noise, torch.zeros(1, 3, 8), steps=10,
-            init_latents=torch.zeros_like(noise) if init else None, strength=strength, callback=events.append)
+    init_latents = torch.zeros_like(noise) if init else None
+    sampler(SamplerInputs(StandInDenoiser(4, 8), scheduler, noise, torch.zeros(1, 3, 8), steps=10,
+                          init_latents=init_latents, strength=strength, callback=events.append))
     return len(events)
 
 
-def test_img2img_uses_its_configured_strength_unless_given():
+def test_init_latents_use_the_configured_strength_unless_given():
     sampler = core.create("sampler", "img2img", strength=0.3)
     assert run(sampler) == 3
     assert run(sampler, strength=0.6) == 6
     assert run(sampler, init=False) == 10
-    assert run(core.create("sampler", "cfg")) == 10
+    assert run(core.create("sampler", "cfg")) == 8                          # the default strength, 0.8
+
+
+def test_img2img_is_the_cfg_sampler_under_its_old_name():
+    assert type(core.create("sampler", "img2img")) is type(core.create("sampler", "cfg"))
 
 
 def test_strength_without_init_latents_is_an_input_error():

@@ -104,7 +104,7 @@ def test_half_precision_close_to_float32(dtype: torch.dtype) -> None:
 def test_upcast_attention_and_channels_last_change_nothing_in_float32() -> None:
     model = tiny()
     sample, context = inputs(model)
-    variants = [tiny(upcast_attention=True), tiny(channels_last=True)]
+    variants = [tiny(upcast_attention=True), tiny().to(memory_format=torch.channels_last)]
     with torch.inference_mode():
         expected = model(sample, 77, context)
         for variant in variants:

@@ -1,12 +1,15 @@
 """`vae-kl`: the Encoder contract, scaling, posterior sampling, input errors, fp32 upcast, sliced/tiled decode."""
 from __future__ import annotations
 
+import logging
+
 import pydantic
 import pytest
 import torch
 
 import core
 from core.contracts.encoder import EncoderContract
+from core.devices import placement_dtype
 from plugins import vae_kl as vae_plugin
 from plugins.vae_kl import AutoencoderKL, Config
 
@@ -83,13 +86,19 @@ def test_size_error_names_the_factor() -> None:
         tiny().decode(torch.zeros(1, 3, 4, 4))
 
 
-def test_force_upcast_keeps_float32_weights_for_float16() -> None:
+def test_force_upcast_keeps_float32_weights_for_float16(caplog: pytest.LogCaptureFixture) -> None:
     vae, plain = tiny(), tiny(force_upcast=False)
     latents = torch.randn(1, 4, 4, 4)
+    with caplog.at_level(logging.INFO, logger="plugins.vae_kl"):
+        assert placement_dtype(vae, torch.float16) == torch.float32
+    assert "force_upcast keeps the VAE weights in float32" in caplog.text
+    assert placement_dtype(plain, torch.float16) == torch.float16
+    assert placement_dtype(vae, torch.bfloat16) == torch.bfloat16
+    assert placement_dtype(torch.nn.Linear(2, 2), torch.float16) == torch.float16  # a part without a preference
     with torch.inference_mode():
         expected = vae.decode(latents)
-        vae.to(torch.float16)
-        plain.to("cpu", torch.float16)
+        vae.to(placement_dtype(vae, torch.float16))
+        plain.to("cpu", placement_dtype(plain, torch.float16))
         out = vae.decode(latents.half())
     assert vae.encoder.conv_in.weight.dtype == torch.float32 and out.dtype == torch.float16
     assert plain.encoder.conv_in.weight.dtype == torch.float16
@@ -109,7 +118,7 @@ def test_sliced_and_channels_last_decode_equal_plain() -> None:
     latents = torch.randn(3, 4, 5, 6)
     with torch.inference_mode():
         expected = vae.decode(latents)
-        for variant in (tiny(decode_slicing=True), tiny(channels_last=True)):
+        for variant in (tiny(decode_slicing=True), tiny().to(memory_format=torch.channels_last)):
             variant.load_state_dict(vae.state_dict())
             torch.testing.assert_close(variant.decode(latents), expected, atol=1e-5, rtol=1e-5)
 

@@ -1,4 +1,4 @@
-"""The training loop and the three stages, on tiny models and a handful of steps."""
+"""The training loop and the four stages, on tiny models and a handful of steps."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 import core
-from core.training import cli, evaluate, recipes, stages
+from core.cli import eval as eval_command
+from core.cli import train as train_command
+from core.training import evaluate, recipes, stages
 from core.training.autoencoder import KLAutoencoderObjective
 from core.training.diffusion import DiffusionObjective
 from core.training.export import component_info, load_component
@@ -90,7 +92,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path) -> None:
         train(vae_objective(), TrainConfig(steps=1, batch_size=1), tmp_path, resume=True, progress=False)
 
 
-def test_the_three_stages_run_from_the_command_line(tmp_path, monkeypatch) -> None:
+def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(recipes.VAE, "config", TINY_VAE)
     monkeypatch.setitem(recipes.CLIP, "config", TINY_TEXT)
     monkeypatch.setitem(recipes.CLIP, "embed_dim", 8)
@@ -99,8 +101,8 @@ def test_the_three_stages_run_from_the_command_line(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(stages, "FRESH_IMAGES", 8)
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers()
-    cli.add_train_parser(commands)
-    cli.add_eval_parser(commands)
+    train_command.add_parser(commands)
+    eval_command.add_parser(commands)
     models = tmp_path / "models"
     for stage in ("vae", "decoder", "clip", "unet"):
         args = parser.parse_args(["train", stage, "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / stage),
@@ -116,6 +118,11 @@ def test_the_three_stages_run_from_the_command_line(tmp_path, monkeypatch) -> No
     args = parser.parse_args(["train", "unet", "--steps", "3", "--batch-size", "2", "--out", str(tmp_path / "unet"),
                               "--model-dir", str(models), "--device", "cpu", "--resume"])
     assert args.run(args) == 0 and json.loads((tmp_path / "unet" / "state.json").read_text())["step"] == 3
+
+
+def test_every_stage_has_its_runner() -> None:
+    assert list(stages.RUNNERS) == list(recipes.STAGES)
+    assert all(run is getattr(stages, f"run_{stage}") for stage, run in stages.RUNNERS.items())
 
 
 def test_attribute_accuracy_of_a_perfect_and_a_blind_generator() -> None:
@@ -134,6 +141,6 @@ def test_attribute_accuracy_of_a_perfect_and_a_blind_generator() -> None:
     assert evaluate.attribute_accuracy(blind, data, 10)["all three"] == 0.0
 
 
-def test_contact_sheet_layout() -> None:
-    sheet = evaluate.contact_sheet(torch.zeros(6, 3, 64, 64), ["a", "b"], 3, label_width=100, gap=2)
+def test_labelled_grid_layout() -> None:
+    sheet = evaluate.labelled_grid(torch.zeros(6, 3, 64, 64), ["a", "b"], 3, label_width=100, gap=2)
     assert sheet.size == (100 + 3 * 66, 2 * 66)

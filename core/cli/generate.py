@@ -1,4 +1,6 @@
-"""`diffstack generate`: build a pipeline from the registry, generate, write PNGs that carry their recipe."""
+"""`diffstack generate`: build a pipeline from the registry, generate, write PNGs that carry their recipe.
+
+The recipe is what the pipeline says it ran (`Generation.settings`), never re-derived here."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +16,8 @@ from core.devices import resolve_device
 from core.errors import InputError
 from core.images import contact_sheet, read_recipe, save_png
 from core.performance import fast
-from core.registry import Registry, load_registry
+from core.generation import Settings
+from core.registry import load_registry
 
 RECIPE_FIELDS = (
     "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "height", "width", "scheduler", "pipeline",
@@ -22,7 +25,7 @@ RECIPE_FIELDS = (
 )
 
 
-def add_generate_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "generate",
         help="generate images from a prompt",
@@ -52,33 +55,24 @@ def add_generate_parser(commands: Any) -> None:
                         help="the fast path (core.performance.fast): channels_last + prepacked oneDNN weights + Winograd "
                         "convolutions on the CPU; "
                         "channels_last + torch.compile + CUDA graphs on a GPU, where the first image pays the compilation")
-    parser.set_defaults(run=run_generate)
+    parser.set_defaults(run=run)
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    recipe, pick, grid = _request(args)
+def run(args: argparse.Namespace) -> int:
+    request, pick, grid = _request(args)
     out = Path(args.out)
     single_file = out.suffix.lower() == ".png"
-    if single_file and recipe["num_images"] > 1 and not grid and pick is None:
-        raise InputError(f"--out {out} names one file but {recipe['num_images']} images were asked for",
+    if single_file and request["num_images"] > 1 and not grid and pick is None:
+        raise InputError(f"--out {out} names one file but {request['num_images']} images were asked for",
                          hint="give a folder, or add --grid")
     _check_writable(out.parent if single_file else out)
     registry = load_registry(args.registry)
-    pipe = registry.build(recipe["pipeline"] or registry.default_pipeline, device=args.device, dtype=args.dtype,
+    pipe = registry.build(request.pop("pipeline") or registry.default_pipeline, device=args.device, dtype=args.dtype,
                           performance=fast(resolve_device(args.device)) if args.fast else None)
-    override = recipe["scheduler"]
-    recipe.update(pipeline=pipe.name, scheduler=override or _scheduler_plugin(registry, pipe.name))
-    images = pipe(
-        recipe["prompt"], seed=recipe["seed"], steps=recipe["steps"], guidance_scale=recipe["guidance_scale"],
-        negative_prompt=recipe["negative_prompt"], num_images=recipe["num_images"], height=recipe["height"],
-        width=recipe["width"], scheduler=override,
-        image=_open_image(args.image) if args.image else None, strength=args.strength,
-    )
-    recipe.update(
-        steps=pipe.default("steps", recipe["steps"]),
-        guidance_scale=pipe.default("guidance_scale", recipe["guidance_scale"]),
-        height=images[0].height, width=images[0].width, diffstack_version=core.__version__,
-    )
+    image = _open_image(args.image) if args.image else None
+    generation = pipe(request.pop("prompt"), **request, image=image, strength=args.strength)
+    recipe = _recipe(generation.settings)
+    images = generation.images
     if grid:
         sheets = [(contact_sheet(images), {**recipe, "grid": True})]
     else:
@@ -93,29 +87,41 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(settings: Settings) -> dict[str, Any]:
+    """The PNG recipe of a one-prompt run: what ran, under the recipe's field names."""
+    return {
+        "prompt": settings.prompts[0], "negative_prompt": settings.negative_prompts[0], "seed": settings.seed,
+        "steps": settings.steps, "guidance_scale": settings.guidance_scale, "height": settings.height,
+        "width": settings.width, "scheduler": settings.scheduler, "scheduler_config": settings.scheduler_config,
+        "pipeline": settings.pipeline, "num_images": settings.num_images, "strength": settings.strength,
+        "diffstack_version": core.__version__,
+    }
+
+
 def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool]:
-    """(recipe, index of the one image to keep or None for all, whether to write a contact sheet)."""
+    """(the call's arguments with `pipeline`, index of the one image to keep or None for all, whether to write
+    a contact sheet)."""
     if not args.from_png:
         if args.prompt is None:
             raise InputError("no prompt given", hint='diffstack generate "a large red circle on a blue background"')
-        recipe = {
+        request = {
             "prompt": args.prompt, "negative_prompt": args.negative, "seed": args.seed, "steps": args.steps,
             "guidance_scale": args.guidance, "height": args.height, "width": args.width,
             "scheduler": args.scheduler, "pipeline": args.pipeline, "num_images": args.num_images,
         }
-        return recipe, None, args.grid
+        return request, None, args.grid
     if args.prompt is not None:
         raise InputError("give either a PROMPT or --from-png, not both")
     stored = read_recipe(Path(args.from_png))
     missing = [field for field in RECIPE_FIELDS if field not in stored]
     if missing:
         raise InputError(f"{args.from_png}: the recipe lacks {', '.join(missing)}")
-    recipe = {field: stored[field] for field in RECIPE_FIELDS}
+    request = {field: stored[field] for field in RECIPE_FIELDS}
     if stored.get("grid"):
-        return recipe, None, True
+        return request, None, True
     # re-run the whole batch the image came from: CPU kernels are not bitwise batch-size invariant
-    recipe.update(seed=stored.get("batch_seed", stored["seed"]), num_images=stored.get("batch_size", 1))
-    return recipe, int(stored.get("batch_index", 0)), False
+    request.update(seed=stored.get("batch_seed", stored["seed"]), num_images=stored.get("batch_size", 1))
+    return request, int(stored.get("batch_index", 0)), False
 
 
 def _check_writable(folder: Path) -> None:
@@ -126,11 +132,6 @@ def _check_writable(folder: Path) -> None:
     except OSError as exc:
         raise InputError(f"cannot write to output folder {folder}: {exc.strerror}",
                          hint="choose another --out, or fix its permissions") from None
-
-
-def _scheduler_plugin(registry: Registry, pipeline: str) -> str:
-    ref = registry.pipeline_declaration(pipeline).scheduler
-    return registry.component_declaration(ref).plugin if isinstance(ref, str) else ref.plugin
 
 
 def _open_image(path: str) -> Image.Image:

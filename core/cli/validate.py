@@ -1,0 +1,26 @@
+"""`diffstack validate [FILE]`: check a registry file and list every problem."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.shared import plugin_manager
+from core.registry import load_registry
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("validate", help="validate a registry file and list every problem")
+    parser.add_argument("file", nargs="?", help="registry file (default: the registry in use)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = load_registry(args.file, plugin_manager=plugin_manager(args))
+    print(
+        f"ok: {registry.path} — {len(registry.component_names)} components, "
+        f"{len(registry.pipeline_names)} pipelines, default: {registry.default_pipeline or '(none)'}"
+    )
+    return 0
+
+

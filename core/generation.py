@@ -1,0 +1,110 @@
+"""One generation call: the settings it resolved (`Settings`, validated once, here) and what it made
+(`Generation`). The CLI writes a PNG's recipe from `Generation.settings`, never by asking the pipeline again."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from PIL import Image
+
+from core.errors import InputError
+from core.images import to_pil
+from core.schedules import check_strength
+
+MAX_SEED = 2**64 - 1
+FALLBACK_STRENGTH = 0.8
+"""img2img strength when neither the call, the pipeline's defaults nor its sampler's config give one."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of one call, resolved (call → the pipeline's registry defaults → diffstack's fallbacks)
+    and validated.
+
+    Image j (counting across prompts, prompt-major) is drawn from seed + j. `strength` is the img2img
+    strength, or what the call gave without an init image (None, or 1.0: a txt2img run; any other value is
+    refused by the sampler). `scheduler` is the plugin name of the update rule that ran, `scheduler_config` its config.
+    """
+
+    pipeline: str
+    prompts: list[str]
+    negative_prompts: list[str]
+    seed: int
+    num_images: int
+    steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    strength: float | None
+    scheduler: str
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each image, prompt-major: seed, seed + 1, …"""
+        return list(range(self.seed, self.seed + len(self.prompts) * self.num_images))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a pipeline call made: `pixels` (N, 3, H, W) float in [-1, 1], N = prompts × num_images,
+    prompt-major; `settings`, what ran; `seconds`, wall time per phase (text, sample, decode)."""
+
+    pixels: torch.Tensor
+    settings: Settings
+    seconds: dict[str, float]
+
+    @cached_property
+    def images(self) -> list[Image.Image]:
+        """The pixels as N RGB images (8 bits, rounded)."""
+        return to_pil(self.pixels)
+
+
+def prompt_list(value: str | list[str], name: str) -> list[str]:
+    """One prompt or a non-empty list of prompts as a list, else an InputError naming `name`."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
+        raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r}"[:300])
+    return list(items)
+
+
+def check_settings(settings: Settings, downsample_factor: int) -> Settings:
+    """`settings` unchanged, or an InputError naming the first bad field and its fix."""
+    s = settings
+    if len(s.negative_prompts) != len(s.prompts):
+        raise InputError(
+            f"{len(s.prompts)} prompts but {len(s.negative_prompts)} negative prompts",
+            hint="give one negative prompt, or one per prompt",
+        )
+    for name in ("steps", "num_images"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    guidance = s.guidance_scale
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
+        raise InputError(f"guidance_scale must be ≥ 0, got {guidance}", hint="1 disables guidance; 5–8 is usual")
+    last_seed = s.seed + len(s.prompts) * s.num_images - 1 if isinstance(s.seed, int) else -1
+    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0 or last_seed > MAX_SEED:
+        raise InputError(f"seed must be an integer in [0, 2⁶⁴ - 1] for every image (seed + i), got {s.seed!r}")
+    for name in ("height", "width"):
+        check_size(name, getattr(s, name), downsample_factor)
+    if s.strength is not None:
+        check_strength(s.strength)
+    return settings
+
+
+def check_size(name: str, value: Any, factor: int) -> None:
+    """An InputError unless `value` is a positive multiple of the encoder's downsample factor."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < factor or value % factor:
+        lower = max(factor, (int(value) // factor) * factor) if isinstance(value, (int, float)) else factor
+        raise InputError(
+            f"{name} {value!r} is not a positive multiple of {factor} (the encoder's downsample factor)",
+            hint=f"use {lower} or {lower + factor}",
+        )
