@@ -34,6 +34,7 @@ def test_bench_rejects_an_unknown_section():
     assert done.returncode == 2 and "invalid choice: 'everything'" in done.stderr
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_small_on_the_cpu():
     """bench/gpu.py is the one script a lent GPU machine runs; its logic is proven here, small and in float32."""
     done = subprocess.run(

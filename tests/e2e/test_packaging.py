@@ -34,6 +34,7 @@ def test_wheel_carries_package_data_and_entry_points(wheel: Path):
     assert "[pytest11]" in entry_points and "core.contracts.pytest_plugin" in entry_points
 
 
+@pytest.mark.slow
 def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path: Path):
     env = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)

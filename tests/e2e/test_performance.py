@@ -35,6 +35,7 @@ def test_cpu_fast_path_gives_the_eager_images(tiny_registry: Path, tiny_pipeline
     torch.testing.assert_close(images(fast), images(tiny_pipeline), atol=1e-4, rtol=0)  # other conv kernels: rounding
 
 
+@pytest.mark.slow
 def test_compiled_pipeline_gives_the_eager_images(tiny_registry: Path, tiny_pipeline: core.Pipeline):
     fast = core.load_registry(tiny_registry).build(device="cpu", performance=Performance(channels_last=True, compile=True))
     torch.testing.assert_close(images(fast), images(tiny_pipeline), atol=1e-4, rtol=0)
