@@ -13,6 +13,7 @@ unless `--eager` (the eager U-Net row tells the same story for ~90 s less on the
 timed 10× and 2× `repeats` times. The CPU run takes ~5 minutes on two cores (bench/RESULTS.md). Needs the
 test extras (diffusers, transformers, scipy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,34 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), cpu) if Path("/proc/cpuinfo").exists() else cpu
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+        if Path("/proc/cpuinfo").exists()
+        else cpu
+    )
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, eager: bool) -> list[Row]:
     size, steps = (512, 20) if device.type == "cuda" else (256, 10)
-    cases = [(f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5", pipelines.sd15_pipeline, size, steps,
-              max(1, repeats // 3), eager),
-             ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20, 2 * repeats, True)]
+    cases = [
+        (
+            f"SD 1.5 arch, {size}², {steps} DDIM steps, CFG 7.5",
+            pipelines.sd15_pipeline,
+            size,
+            steps,
+            max(1, repeats // 3),
+            eager,
+        ),
+        ("shapes-tiny, 64², 20 DDIM steps, CFG 5", pipelines.shapes_tiny_pipeline, 64, 20, 2 * repeats, True),
+    ]
     out = []
     for name, build, size, steps, runs, with_eager in cases:
         ours = build(device, dtype)
@@ -56,8 +75,17 @@ def txt2img_rows(device: torch.device, dtype: torch.dtype, repeats: int, eager: 
         theirs = result["results"]["diffusers"]
         for label, measured in result["results"].items():
             if label != "diffusers":
-                out.append(Row("txt2img", f"{name} [{label}]", measured.median, theirs.median, measured.peak_bytes,
-                               theirs.peak_bytes, f"max |Δ| {result['difference'][label]}/255"))
+                out.append(
+                    Row(
+                        "txt2img",
+                        f"{name} [{label}]",
+                        measured.median,
+                        theirs.median,
+                        measured.peak_bytes,
+                        theirs.peak_bytes,
+                        f"max |Δ| {result['difference'][label]}/255",
+                    )
+                )
         del ours, result
     return out
 
@@ -73,11 +101,14 @@ def table(rows: list[Row]) -> str:
     def size(n: int | None) -> str:
         return "" if n is None else f"{n / 2**30:.2f} GiB"
 
-    lines = [f"{'section':<16}{'case':<52}{'ours':>12}{'diffusers':>12}{'ratio':>7}{'ours peak':>11}"
-             f"{'diff. peak':>11}  note"]
+    lines = [
+        f"{'section':<16}{'case':<52}{'ours':>12}{'diffusers':>12}{'ratio':>7}{'ours peak':>11}{'diff. peak':>11}  note"
+    ]
     for r in rows:
-        lines.append(f"{r.section:<16}{r.case:<52}{seconds(r.ours):>12}{seconds(r.reference):>12}{r.ratio:>7.3f}"
-                     f"{size(r.ours_peak):>11}{size(r.reference_peak):>11}  {r.note}")
+        lines.append(
+            f"{r.section:<16}{r.case:<52}{seconds(r.ours):>12}{seconds(r.reference):>12}{r.ratio:>7.3f}"
+            f"{size(r.ours_peak):>11}{size(r.reference_peak):>11}  {r.note}"
+        )
     return "\n".join(lines)
 
 
@@ -86,8 +117,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
-    parser.add_argument("--eager", action="store_true",
-                        help="also time the eager SD 1.5-architecture txt2img (about 90 s more on two CPU cores)")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="also time the eager SD 1.5-architecture txt2img (about 90 s more on two CPU cores)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # diffusers' and transformers' deprecation notices
@@ -108,8 +142,12 @@ def main() -> None:
         else:
             with tempfile.TemporaryDirectory() as folder:
                 rows += models.load_rows(device, Path(folder))
-    header = {"machine": machine(device), "device": device.type, "dtype": str(dtype).removeprefix("torch."),
-              "seconds": round(time.perf_counter() - started, 1)}
+    header = {
+        "machine": machine(device),
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     if args.json:
         print(json.dumps({**header, "rows": [r.as_dict() for r in rows]}, indent=1))
     else:

@@ -3,6 +3,7 @@
 (`core.prepacked` with Winograd, as `--fast` sets it up; channels_last). Not in the default run: `--only
 kernels` (about 20 s on two cores). `max |Δ|` is each side's largest error against a float64 convolution.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,13 @@ from bench.timing import measure
 from core import prepacked
 
 SHAPES = [  # (batch, channels in, channels out, side): where SD 1.5 spends its convolution time at 256²
-    (2, 320, 320, 32), (2, 640, 640, 16), (2, 1280, 1280, 8), (2, 1280, 1280, 4),  # U-Net, batch 2 (CFG)
-    (1, 512, 512, 64), (1, 256, 256, 128), (1, 128, 128, 256),  # VAE decoder
+    (2, 320, 320, 32),
+    (2, 640, 640, 16),
+    (2, 1280, 1280, 8),
+    (2, 1280, 1280, 4),  # U-Net, batch 2 (CFG)
+    (1, 512, 512, 64),
+    (1, 256, 256, 128),
+    (1, 128, 128, 256),  # VAE decoder
 ]
 
 
@@ -37,7 +43,13 @@ def rows(device: torch.device, repeats: int) -> list[Row]:
         with torch.inference_mode():
             results = measure({"ours": lambda: fast(x_last), "torch": lambda: conv(x)}, device, repeats)
         errors = {name: (r.output.double() - exact).abs().max().item() for name, r in results.items()}
-        out.append(Row("conv 3×3", f"{batch}×{c_in}→{c_out}×{side}×{side}", results["ours"].median,
-                       results["torch"].median, note=f"max |Δ| vs float64: ours {errors['ours']:.1e}, "
-                                                      f"torch {errors['torch']:.1e}"))
+        out.append(
+            Row(
+                "conv 3×3",
+                f"{batch}×{c_in}→{c_out}×{side}×{side}",
+                results["ours"].median,
+                results["torch"].median,
+                note=f"max |Δ| vs float64: ours {errors['ours']:.1e}, torch {errors['torch']:.1e}",
+            )
+        )
     return out

@@ -10,6 +10,7 @@ Loading: an SD 1.5-sized fp16 diffusers folder (U-Net, VAE, text encoder) built 
 time and peak memory (peak RSS on the CPU, every weight read once so nothing stays merely mapped; peak
 allocated GPU memory on CUDA) against the size of the files.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,20 +39,33 @@ seconds = time.perf_counter() - start
 gpu = torch.cuda.max_memory_allocated() if sys.argv[2] == "cuda" else None
 print(json.dumps({{"seconds": seconds, "rss": resident_peak(), "gpu": gpu}}))
 """
-LOAD_OURS = LOAD.format(imports="from core.registry import load_registry", build="""pipe = load_registry(sys.argv[1]).build("sd15", device=sys.argv[2], dtype=torch.float16)
-parts = (pipe.denoiser, pipe.encoder, pipe.text)""")
-LOAD_DIFFUSERS = LOAD.format(imports="from diffusers import StableDiffusionPipeline", build="""pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float16, safety_checker=None,
+LOAD_OURS = LOAD.format(
+    imports="from core.registry import load_registry",
+    build="""pipe = load_registry(sys.argv[1]).build("sd15", device=sys.argv[2], dtype=torch.float16)
+parts = (pipe.denoiser, pipe.encoder, pipe.text)""",
+)
+LOAD_DIFFUSERS = LOAD.format(
+    imports="from diffusers import StableDiffusionPipeline",
+    build="""pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float16, safety_checker=None,
                                                requires_safety_checker=False).to(sys.argv[2])
-parts = (pipe.unet, pipe.vae, pipe.text_encoder)""")
+parts = (pipe.unet, pipe.vae, pipe.text_encoder)""",
+)
 
 
 def unet_rows(device: torch.device, dtype: torch.dtype, repeats: int) -> list[Row]:
     from diffusers import UNet2DConditionModel
 
     size = 64 if device.type == "cuda" else 32
-    cases = [(f"SD 1.5 arch, batch 2, {size}×{size}, 77 tokens", sd15_pipeline(device, dtype).denoiser, size, 77,
-              max(1, repeats // 2)),
-             ("shapes-tiny, batch 2, 8×8, 16 tokens", shapes_tiny_pipeline(device, dtype).denoiser, 8, 16, 10 * repeats)]
+    cases = [
+        (
+            f"SD 1.5 arch, batch 2, {size}×{size}, 77 tokens",
+            sd15_pipeline(device, dtype).denoiser,
+            size,
+            77,
+            max(1, repeats // 2),
+        ),
+        ("shapes-tiny, batch 2, 8×8, 16 tokens", shapes_tiny_pipeline(device, dtype).denoiser, 8, 16, 10 * repeats),
+    ]
     out = []
     for name, ours, size, tokens, runs in cases:
         with torch.device("meta"):
@@ -73,15 +87,23 @@ def unet_rows(device: torch.device, dtype: torch.dtype, repeats: int) -> list[Ro
         theirs = results["diffusers"]
         for label in ("ours", "ours fast"):
             difference = (results[label].output - theirs.output).abs().max().item()
-            out.append(Row("unet forward", f"{name} [{label}]", results[label].median, theirs.median,
-                           note=f"max |Δ| {difference:.1e}"))
+            out.append(
+                Row(
+                    "unet forward",
+                    f"{name} [{label}]",
+                    results[label].median,
+                    theirs.median,
+                    note=f"max |Δ| {difference:.1e}",
+                )
+            )
     return out
 
 
 def _load(script: str, folder: Path, device: torch.device) -> dict:
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", script, str(folder), device.type], capture_output=True, text=True,
-                          cwd=root)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder), device.type], capture_output=True, text=True, cwd=root
+    )
     if done.returncode:
         raise RuntimeError(f"loading benchmark failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -104,7 +126,18 @@ def load_rows(device: torch.device, folder: Path) -> list[Row]:
     )
     ours, theirs = _load(LOAD_OURS, registry, device), _load(LOAD_DIFFUSERS, folder / "sd15", device)
     key = "gpu" if device.type == "cuda" else "rss"
-    note = (f"files {files / 2**30:.2f} GiB; peak {key.upper()} / files: ours {ours[key] / files:.2f}, "
-            f"diffusers {theirs[key] / files:.2f}")
-    return [Row("checkpoint load", "SD 1.5 fp16 diffusers folder", ours["seconds"], theirs["seconds"],
-                ours[key], theirs[key], note)]
+    note = (
+        f"files {files / 2**30:.2f} GiB; peak {key.upper()} / files: ours {ours[key] / files:.2f}, "
+        f"diffusers {theirs[key] / files:.2f}"
+    )
+    return [
+        Row(
+            "checkpoint load",
+            "SD 1.5 fp16 diffusers folder",
+            ours["seconds"],
+            theirs["seconds"],
+            ours[key],
+            theirs[key],
+            note,
+        )
+    ]

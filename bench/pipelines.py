@@ -8,6 +8,7 @@
 Both sides get the prompt, an empty negative prompt and our seeded initial latents and return PIL images;
 `max |Δ|` (in 8-bit pixel levels) between the two pictures shows that both computed the same image.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,19 +32,32 @@ from core.registry import bundled_registry_path, load_registry
 from core.registry_schema import PipelineDefaults
 
 PROMPT = "a large red circle on a blue background"
-SD_DDIM = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": False,
-           "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
+SD_DDIM = {
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}
 SD15_TEXT = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
 
 
-def _random_part(kind: str, plugin: str, config: dict[str, Any], seed: int, device: torch.device, dtype: torch.dtype) -> Any:
+def _random_part(
+    kind: str, plugin: str, config: dict[str, Any], seed: int, device: torch.device, dtype: torch.dtype
+) -> Any:
     """Our component with realistic random weights (built on the meta device, then given the tensors)."""
     with torch.device("meta"):
         shapes = create(kind, plugin, **config).state_dict()
     state = realistic_init(shapes, seed)
-    return weights.build_with_weights(
-        lambda: create(kind, plugin, **config), state, component=plugin, source="random", device=device, dtype=dtype
-    ).eval().requires_grad_(False)
+    return (
+        weights.build_with_weights(
+            lambda: create(kind, plugin, **config), state, component=plugin, source="random", device=device, dtype=dtype
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 @functools.cache
@@ -56,7 +70,8 @@ def _sd15_random() -> Pipeline:
         text=_random_part("text", "clip-text", SD15_TEXT, 3, device, dtype),
         scheduler=create("scheduler", "ddim", **SD_DDIM),
         sampler=create("sampler", "cfg"),
-        device=device, dtype=dtype,
+        device=device,
+        dtype=dtype,
         defaults=PipelineDefaults(guidance_scale=7.5, negative_prompt=""),
         plugin_manager=PluginManager.discover(),
         scheduler_name="ddim",
@@ -76,8 +91,9 @@ def sd15_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
 
 def shapes_tiny_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
     """The bundled shapes-tiny pipeline, eager (as shipped it runs the fast path: its `performance:` block)."""
-    return load_registry(bundled_registry_path()).build("shapes-tiny", device=device, dtype=dtype,
-                                                        performance=Performance())
+    return load_registry(bundled_registry_path()).build(
+        "shapes-tiny", device=device, dtype=dtype, performance=Performance()
+    )
 
 
 def _pixel_difference(a: Any, b: Any) -> int:
@@ -95,19 +111,35 @@ def compare(
     """
     guidance = ours.settings(PROMPT).guidance_scale
     factor = ours.encoder.downsample_factor
-    latents = torch.randn((1, ours.encoder.latent_channels, size // factor, size // factor),
-                          generator=torch.Generator().manual_seed(0)).to(ours.device, ours.dtype)
+    latents = torch.randn(
+        (1, ours.encoder.latent_channels, size // factor, size // factor), generator=torch.Generator().manual_seed(0)
+    ).to(ours.device, ours.dtype)
     with tempfile.TemporaryDirectory() as folder:
         reference = diffusers_pipeline(ours, Path(folder))
 
     def run_ours(pipe: Pipeline, n: int) -> Any:
-        return pipe(PROMPT, seed=0, steps=n, guidance_scale=guidance, height=size, width=size, negative_prompt="",
-                    progress=False).images[0]
+        return pipe(
+            PROMPT,
+            seed=0,
+            steps=n,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            negative_prompt="",
+            progress=False,
+        ).images[0]
 
     def run_reference(n: int) -> Any:
         with torch.inference_mode():
-            return reference(PROMPT, negative_prompt="", latents=latents, num_inference_steps=n,
-                             guidance_scale=guidance, height=size, width=size).images[0]
+            return reference(
+                PROMPT,
+                negative_prompt="",
+                latents=latents,
+                num_inference_steps=n,
+                guidance_scale=guidance,
+                height=size,
+                width=size,
+            ).images[0]
 
     variants = {"ours": ours} if eager else {}
     variants["ours fast"] = apply_performance(
@@ -121,5 +153,7 @@ def compare(
     warm = {name: one_step[name] for name in warmups(calls, ours.device)}
     results = measure(calls, ours.device, repeats, warmup=1, warmup_calls=warm)
     theirs = results["diffusers"].output
-    return {"results": results,
-            "difference": {name: _pixel_difference(results[name].output, theirs) for name in variants}}
+    return {
+        "results": results,
+        "difference": {name: _pixel_difference(results[name].output, theirs) for name in variants},
+    }

@@ -4,6 +4,7 @@ diffstack's parts keep diffusers' and transformers' parameter names, so a refere
 meta device from the same config and takes our state dict with `assign=True`: no copy, no second set of
 weights in memory (until one side converts its own, e.g. to channels_last).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +33,14 @@ def realistic_init(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, t
         return torch.empty(shape).normal_(std=shape[1:].numel() ** -0.5, generator=generator)
 
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        matrices = {key: pool.submit(draw, i, value.shape) for i, (key, value) in enumerate(state.items())
-                    if value.ndim >= 2}
+        matrices = {
+            key: pool.submit(draw, i, value.shape) for i, (key, value) in enumerate(state.items()) if value.ndim >= 2
+        }
         return {
-            key: matrices[key].result() if key in matrices
-            else torch.ones(value.shape) if key.endswith("weight") and "norm" in key
+            key: matrices[key].result()
+            if key in matrices
+            else torch.ones(value.shape)
+            if key.endswith("weight") and "norm" in key
             else torch.zeros(value.shape)
             for key, value in state.items()
         }
@@ -74,8 +78,14 @@ def diffusers_pipeline(ours: Pipeline, folder: Path):
     )
     scheduler_config = {k: v for k, v in ours.scheduler.config.model_dump().items() if k != "eta" and v is not None}
     pipe = diffusers.StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=diffusers.DDIMScheduler(**scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=diffusers.DDIMScheduler(**scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.scheduler = diffusers.DDIMScheduler(**scheduler_config)  # the constructor would rewrite steps_offset to 1
     pipe.set_progress_bar_config(disable=True)

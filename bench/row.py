@@ -1,4 +1,5 @@
 """One line of the benchmark table: ours against the reference, in seconds, with peak memory."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -3,6 +3,7 @@
 Per rule, the time the scheduler takes per denoising step (`scale_model_input` + `step` on a (1, 4, 64, 64)
 latent, the median of several 50-step loops), with the model output held fixed so only the scheduler counts.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -26,7 +27,9 @@ RULES = {
 }
 
 
-def seconds_per_step(scheduler: Any, steps: int, repeats: int, device: torch.device, takes_generator: bool) -> list[float]:
+def seconds_per_step(
+    scheduler: Any, steps: int, repeats: int, device: torch.device, takes_generator: bool
+) -> list[float]:
     """Seconds per step of each of `repeats` loops (after one warm-up loop)."""
     latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
     model_output = 0.1 * torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
@@ -56,6 +59,8 @@ def rows(device: torch.device, repeats: int, steps: int = 50) -> list[Row]:
         ours = create("scheduler", name, **SD_SCHEDULE)
         theirs = getattr(diffusers, class_name)(**SD_SCHEDULE)
         mine = statistics.median(seconds_per_step(ours, steps, repeats, device, True))
-        reference = statistics.median(seconds_per_step(theirs, steps, repeats, device, class_name != "LMSDiscreteScheduler"))
+        reference = statistics.median(
+            seconds_per_step(theirs, steps, repeats, device, class_name != "LMSDiscreteScheduler")
+        )
         out.append(Row("scheduler step", f"{name} ({steps} steps, 1×4×64×64)", mine, reference))
     return out

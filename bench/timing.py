@@ -5,6 +5,7 @@ frequency) hit both alike; the figure reported is the median of the timed rounds
 per call: on CUDA the allocator's peak (`torch.cuda.max_memory_allocated`), on the CPU the process's peak
 resident set (VmHWM, reset before each call through /proc/self/clear_refs).
 """
+
 from __future__ import annotations
 
 import statistics

@@ -1,5 +1,6 @@
 """The shipped CLIP vocabulary written out as a diffusers `tokenizer/` folder, which transformers'
 `CLIPTokenizer` (the reference side of the benchmarks) reads."""
+
 from __future__ import annotations
 
 import json

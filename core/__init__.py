@@ -7,6 +7,7 @@ Public surface (docs/architecture.md)::
     core.create("scheduler", "ddim", eta=0.0)      # one component, no registry
     core.available_plugins()                       # {kind: [names]}
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
 from core import schedules
@@ -22,6 +23,7 @@ from core.errors import (
     UnknownComponentError,
     WeightsError,
 )
+from core.generation import Generation, Settings
 from core.hookspecs import hookimpl
 from core.interfaces import (
     KINDS,
@@ -38,7 +40,6 @@ from core.interfaces import (
     StepOutput,
     TextConditioner,
 )
-from core.generation import Generation, Settings
 from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
 from core.registry import Registry, load_registry

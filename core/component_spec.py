@@ -1,9 +1,11 @@
 """`ComponentSpec`: what a plugin declares it provides — a kind, a name, a factory and a pydantic Config."""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 

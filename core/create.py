@@ -1,4 +1,5 @@
 """One component without a registry: `core.create(kind, name, **config)`, and `core.available_plugins()`."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Device and dtype resolution: "auto" → CUDA fp16 when present, CPU fp32 otherwise; the dtype a part's
 weights are placed in (`placement_dtype`)."""
+
 from __future__ import annotations
 
 import torch

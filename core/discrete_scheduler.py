@@ -14,6 +14,7 @@ where `noise()` draws standard-normal noise shaped like `sample` exactly as diff
 whenever a run starts or does not continue from the previous step. A rule with its own timesteps overrides
 `_schedule(n)`. Per-step numbers are Python floats read by index, so a step costs no device transfer.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,7 @@ Noise = Callable[[], torch.Tensor]
 generator(s)."""
 
 
-def draw_noise(
-    shape: Sequence[int], generator: Generators, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def draw_noise(shape: Sequence[int], generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Standard normal noise of `shape` (B, ...), drawn exactly as diffusers' `randn_tensor`: on the
     generator's device and then moved, or one draw of shape (1, ...) per generator for a list of B."""
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -68,7 +67,7 @@ class DiscreteScheduler:
 
     def __init__(self, config: ScheduleConfig) -> None:
         self.config = config
-        self.alphas_cumprod = alphas_cumprod(config)                   # (T,) float32, CPU
+        self.alphas_cumprod = alphas_cumprod(config)  # (T,) float32, CPU
         self.train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()  # (T,) float32
         self.num_inference_steps: int | None = None
         self.timesteps = torch.empty(0, dtype=self._timestep_dtype)
@@ -77,9 +76,9 @@ class DiscreteScheduler:
         self.sigma_list: list[float] = []
         self.init_noise_sigma = 1.0
         self._first_index: dict[float, int] = {}
-        self.history: list[Any] = []                                   # the rule's multistep memory, newest first
-        self._next = 0                                                 # index the next step is expected at
-        self._nonfinite: torch.Tensor | None = None                    # per-step NaN/inf flags off the CPU
+        self.history: list[Any] = []  # the rule's multistep memory, newest first
+        self._next = 0  # index the next step is expected at
+        self._nonfinite: torch.Tensor | None = None  # per-step NaN/inf flags off the CPU
 
     def _schedule(self, num_steps: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Timesteps (m,) and σ (m+1,) or None for n steps, before `strength` cuts them; m is n for one model
@@ -134,10 +133,13 @@ class DiscreteScheduler:
         generator j); only stochastic rules draw from it."""
         expected = self._next
         i = self._begin_step(timestep, model_output)
-        if i != expected:                                              # not continuing the run: no history
+        if i != expected:  # not continuing the run: no history
             self.history = []
         return self._update(
-            i, model_output, sample, lambda: draw_noise(sample.shape, generator, model_output.device, model_output.dtype)
+            i,
+            model_output,
+            sample,
+            lambda: draw_noise(sample.shape, generator, model_output.device, model_output.dtype),
         )
 
     # -- timesteps → indices
@@ -153,7 +155,10 @@ class DiscreteScheduler:
                 raise InputError(f"timestep must be a scalar, got a tensor of shape {tuple(timestep.shape)}")
             own = self.timesteps
             if (
-                timestep.dim() == 0 and own.numel() and timestep.device == own.device and timestep.dtype == own.dtype
+                timestep.dim() == 0
+                and own.numel()
+                and timestep.device == own.device
+                and timestep.dtype == own.dtype
                 and timestep.untyped_storage().data_ptr() == own.untyped_storage().data_ptr()
             ):
                 return int(timestep.storage_offset() - own.storage_offset())
@@ -182,7 +187,7 @@ class DiscreteScheduler:
             )
         i, expected = self.index_of(timestep), self._next
         if i < expected < len(self.timestep_list) and self.timestep_list[expected] == self.timestep_list[i]:
-            i = expected                                               # repeated timestep: the loop's one
+            i = expected  # repeated timestep: the loop's one
         self._check_finite(model_output, i)
         self._next = i + 1
         return i
@@ -290,10 +295,9 @@ class VPScheduler(DiscreteScheduler):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: Timestep) -> torch.Tensor:
         """√ᾱ_t·x0 + √(1-ᾱ_t)·ε = α·x0 + ασ·ε with α = 1/√(σ_t²+1); timesteps a scalar or (B,), read on the host."""
-        sigma = np.array(self.sigmas_at(timesteps))                   # (B,) float64
+        sigma = np.array(self.sigmas_at(timesteps))  # (B,) float64
         alpha = (sigma**2 + 1) ** -0.5
         return (
             _per_sample(alpha.tolist(), original_samples) * original_samples
             + _per_sample((alpha * sigma).tolist(), original_samples) * noise
         )
-

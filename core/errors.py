@@ -3,6 +3,7 @@
 Each message names the thing (plugin and its package, file, key, field), what was expected, what was
 found, and how to fix it. `exit_code` is what the CLI exits with: 2 for bad input or usage, 1 otherwise.
 """
+
 from __future__ import annotations
 
 

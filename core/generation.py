@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.errors import InputError
 from core.images import to_pil
-from core.schedules import check_strength
+from core.schedules import check_num_steps, check_strength
 
 MAX_SEED = 2**64 - 1
 FALLBACK_STRENGTH = 0.8
@@ -75,18 +75,18 @@ def prompt_list(value: str | list[str], name: str) -> list[str]:
     return list(items)
 
 
-def check_settings(settings: Settings, downsample_factor: int) -> Settings:
-    """`settings` unchanged, or an InputError naming the first bad field and its fix."""
+def check_settings(settings: Settings, downsample_factor: int, num_train_timesteps: int) -> Settings:
+    """`settings` unchanged, or an InputError naming the first bad field and its fix. Each field has one check:
+    sizes against the encoder's `downsample_factor`, steps against the scheduler's `num_train_timesteps`."""
     s = settings
     if len(s.negative_prompts) != len(s.prompts):
         raise InputError(
             f"{len(s.prompts)} prompts but {len(s.negative_prompts)} negative prompts",
             hint="give one negative prompt, or one per prompt",
         )
-    for name in ("steps", "num_images"):
-        value = getattr(s, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(s.num_images, bool) or not isinstance(s.num_images, int) or s.num_images < 1:
+        raise InputError(f"num_images must be a positive integer, got {s.num_images!r}")
+    check_num_steps(s.steps, num_train_timesteps)
     guidance = s.guidance_scale
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
         raise InputError(f"guidance_scale must be ≥ 0, got {guidance}", hint="1 disables guidance; 5–8 is usual")

@@ -3,6 +3,7 @@
 A plugin is a module (or object) with functions decorated by `core.hookimpl`. Each hook's docstring is
 its contract.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Images in and out: tensors ⇄ PIL, PNGs that carry their recipe, atomic writes, contact sheets."""
+
 from __future__ import annotations
 
 import json

@@ -7,11 +7,12 @@ Shape letters: B batch, C latent channels, f encoder downsample factor, H/W imag
 (H/f, W/f), L tokens, D embedding width. Components holding weights are `torch.nn.Module`s, accept
 `.to(device, dtype)` and run under `torch.inference_mode()`.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, Union, get_args, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import torch
 from pydantic import BaseModel
@@ -25,7 +26,7 @@ ModelKind = Literal["encoder", "denoiser", "text"]
 MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
 """The parts that hold weights (`torch.nn.Module`s): the ones a checkpoint fills."""
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
-Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+Generators = torch.Generator | Sequence[torch.Generator] | None
 """One generator for the whole batch, or one per sample (sample i then draws only from generator i)."""
 
 

@@ -17,6 +17,7 @@ model. Compiled code may differ from eager code by float rounding; so may the pr
 layers. The packing code (`core.prepacked`, `core.winograd`) is imported only when a part is optimised, so
 reading a `performance:` block costs no more than this module.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,9 @@ class Performance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels_last: bool = Field(False, description="NHWC conv weights and activations")
-    prepack: bool = Field(False, description="CPU: conv and linear weights packed once for oneDNN (skipped under compile)")
+    prepack: bool = Field(
+        False, description="CPU: conv and linear weights packed once for oneDNN (skipped under compile)"
+    )
     winograd: bool = Field(False, description="with prepack: wide 3×3 convolutions by Winograd F(2×2, 3×3)")
     compile: bool = Field(False, description="torch.compile the denoiser and the decoder (first call compiles)")
     cuda_graphs: bool = Field(False, description="with compile, on CUDA: replay the denoiser as CUDA graphs")
@@ -72,7 +75,7 @@ def optimise_part(kind: str, part: Any, performance: Performance, device: torch.
     if kind not in OPTIMISED_KINDS:
         return part
     if performance.channels_last and isinstance(part, torch.nn.Module):
-        part.to(memory_format=torch.channels_last)
+        part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     if performance.prepack and not performance.compile and device.type == "cpu" and isinstance(part, torch.nn.Module):
         from core.prepacked import prepack  # here, not at the top: importing core must not load the packing code
 

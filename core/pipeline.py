@@ -101,17 +101,21 @@ class Pipeline:
         first = (image[0] if isinstance(image, list) else image) if image is not None else None
         if first is not None:
             given = {"height": first.height, "width": first.width} | {k: v for k, v in given.items() if v is not None}
-        resolved = {field: self._default(field, given.get(field)) for field in ("steps", "guidance_scale", "height", "width")}
+        resolved = {
+            field: self._default(field, given.get(field)) for field in ("steps", "guidance_scale", "height", "width")
+        }
         prompts = prompt_list(prompt, "prompt")
         negatives = prompt_list(self._default("negative_prompt", given.get("negative_prompt")), "negative_prompt")
+        negatives = negatives * len(prompts) if len(negatives) == 1 else negatives
         own = self._fresh_scheduler(scheduler)
         settings = Settings(
-            pipeline=self.name, prompts=prompts, negative_prompts=negatives * len(prompts) if len(negatives) == 1 else negatives,
+            pipeline=self.name, prompts=prompts, negative_prompts=negatives,
             seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
             strength=given.get("strength") if image is None else self._strength(given.get("strength")),
             scheduler=scheduler or self.scheduler_name, scheduler_config=own.config.model_dump(mode="json"),
         )  # fmt: skip
-        return check_settings(settings, self.encoder.downsample_factor)
+        train_timesteps = own.config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
+        return check_settings(settings, self.encoder.downsample_factor, train_timesteps)
 
     def run(
         self,
@@ -145,7 +149,8 @@ class Pipeline:
         if not bool(torch.isfinite(pixels).all()):
             raise DiffstackError(
                 f"pipeline {self.name!r}: the decoded images contain NaN or infinity",
-                hint="fp16 VAE decodes overflow on some checkpoints: keep the encoder in fp32 (vae-kl's `force_upcast`) "
+                hint="fp16 VAE decodes overflow on some checkpoints: keep the encoder in fp32 "
+                "(vae-kl's `force_upcast`) "
                 "or run with --dtype float32",
             )
         return Generation(pixels, settings, seconds)
@@ -159,7 +164,11 @@ class Pipeline:
 
     def _strength(self, strength: float | None) -> float:
         """img2img strength: the call's, else the pipeline's default, else its sampler's config, else 0.8."""
-        for value in (strength, self.defaults.strength, getattr(getattr(self.sampler, "config", None), "strength", None)):
+        for value in (
+            strength,
+            self.defaults.strength,
+            getattr(getattr(self.sampler, "config", None), "strength", None),
+        ):
             if value is not None:
                 return value
         return FALLBACK_STRENGTH
@@ -197,11 +206,14 @@ class Pipeline:
         prompts = len(settings.prompts)
         images = image if isinstance(image, list) else [image] * prompts
         if len(images) != prompts:
-            raise InputError(f"{len(images)} init images for {prompts} prompts", hint="give one image, or one per prompt")
+            raise InputError(
+                f"{len(images)} init images for {prompts} prompts", hint="give one image, or one per prompt"
+            )
         pixels = from_pil(images).repeat_interleave(settings.num_images, dim=0).to(self.device, self.dtype)
         if pixels.shape[-2:] != (settings.height, settings.width):
             raise InputError(
-                f"init image is {pixels.shape[-1]}×{pixels.shape[-2]} but the run is {settings.width}×{settings.height}",
+                f"init image is {pixels.shape[-1]}×{pixels.shape[-2]} "
+                f"but the run is {settings.width}×{settings.height}",
                 hint="resize the image, or leave height and width unset to use its size",
             )
         return torch.cat([self.encoder.encode(pixels[j : j + 1], generator=g) for j, g in enumerate(generators)])

@@ -5,6 +5,7 @@ the `diffstack` group, then modules named under `plugins:` in a registry file. E
 under its own guard: a broken one is recorded in `problems` (name, distribution, version, exception) and
 skipped, unless `strict=True`, which makes it fatal. All state lives in the instance.
 """
+
 from __future__ import annotations
 
 import importlib

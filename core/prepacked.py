@@ -19,10 +19,12 @@ the matmul and of the linear threshold depend on it too) on the first call and a
 weight changes. Values equal the plain layer's up to float rounding; convolution outputs come out
 channels_last.
 """
+
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Generic, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +41,18 @@ def available() -> bool:
 
 
 Plan = Callable[[torch.Tensor], torch.Tensor]
+Layer = TypeVar("Layer", nn.Conv2d, nn.Linear)
 
 LINEAR_MIN_WEIGHT = 2**19  # K·N: from here the packed weight pays at any batch (it is read once, in order)
 LINEAR_MIN_WORK = 2**26  # M·K·N: smaller products are faster through the default sgemm (oneDNN's per-call set-up)
 
 
-class PrepackedForward:
+class PrepackedForward(Generic[Layer]):
     """Replaces `layer.forward`: per input shape and layout (and weight version) a plan — the oneDNN op on a packed
     weight, Winograd on transformed filters, or the class's own forward — chosen once and reused."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, winograd: bool = False) -> None:
-        self.layer = layer
+    def __init__(self, layer: Layer, winograd: bool = False) -> None:
+        self.layer: Layer = layer
         self.winograd = winograd
         self.plan: Plan | None = None
         self.key: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None
@@ -57,24 +60,26 @@ class PrepackedForward:
     def _applies(self, x: torch.Tensor) -> bool:
         weight = self.layer.weight
         return (
-            x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            x.device.type == "cpu"
+            and weight.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         )
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return type(self.layer).forward(self.layer, x)
 
-    def __deepcopy__(self, memo: dict[int, object]) -> PrepackedForward:
+    def __deepcopy__(self, memo: dict[int, object]) -> PrepackedForward[Layer]:
         """A copied layer gets its own forward with no plan: plans hold the packed weights of this layer."""
         return type(self)(copy.deepcopy(self.layer, memo), self.winograd)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._applies(x):
-            return self.plain(x)
-        key = (self.layer.weight._version, tuple(x.shape), x.stride())
-        if key != self.key:
-            self.plan, self.key = self._plan(self.layer.weight.detach(), x), key
-        return self.plan(x)
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:
+        if not self._applies(input):
+            return self.plain(input)
+        key = (self.layer.weight._version, tuple(input.shape), input.stride())
+        if self.plan is None or key != self.key:
+            self.plan, self.key = self._plan(self.layer.weight.detach(), input), key
+        return self.plan(input)
 
     def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
         raise NotImplementedError
@@ -91,11 +96,15 @@ def linear_plan(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> P
 
 
 def _is_pointwise(conv: nn.Conv2d) -> bool:
-    return (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0)
-            and conv.groups == 1)
+    return (
+        tuple(conv.kernel_size) == (1, 1)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (0, 0)
+        and conv.groups == 1
+    )
 
 
-class PrepackedConv2d(PrepackedForward):
+class PrepackedConv2d(PrepackedForward[nn.Conv2d]):
     def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
         conv = self.layer
         if x.ndim != 4:
@@ -108,12 +117,13 @@ class PrepackedConv2d(PrepackedForward):
             b, c, h, w = x.shape
             matmul = linear_plan(weight.view(weight.shape[0], c), conv.bias, b * h * w)
             return lambda x: matmul(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        padding = cast(tuple[int, ...], conv.padding)  # prepack() leaves out string padding ("same", "valid")
+        geometry = (list(padding), list(conv.stride), list(conv.dilation), conv.groups)
         packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *geometry, list(x.shape))
         return lambda x: torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, *geometry, "none", [], "")
 
 
-class PrepackedLinear(PrepackedForward):
+class PrepackedLinear(PrepackedForward[nn.Linear]):
     def _plan(self, weight: torch.Tensor, x: torch.Tensor) -> Plan:
         if x.ndim < 2:
             return self.plain
@@ -130,10 +140,11 @@ def prepack(module: nn.Module, winograd: bool = False) -> int:
     for layer in module.modules():
         if isinstance(layer.forward, PrepackedForward):
             continue
+        # the ignores: an instance attribute `forward` overrides the method, which torch allows and its stubs do not
         if type(layer) is nn.Conv2d and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
-            layer.forward = PrepackedConv2d(layer, winograd)
+            layer.forward = PrepackedConv2d(layer, winograd)  # type: ignore[method-assign]
         elif type(layer) is nn.Linear:
-            layer.forward = PrepackedLinear(layer)
+            layer.forward = PrepackedLinear(layer)  # type: ignore[method-assign]
         else:
             continue
         count += 1

@@ -6,12 +6,13 @@ raises one RegistryError listing *all* problems with their paths. `Registry.buil
 the parts of a pipeline lazily, shares named components between pipelines, loads their weights and places
 them on the device.
 """
+
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -170,9 +171,7 @@ class _Validator:
                 )
             elif components[ref].kind != slot:
                 ok = False
-                self.problems.append(
-                    f"{_path(where)}: component {ref!r} is a {components[ref].kind}, not a {slot}"
-                )
+                self.problems.append(f"{_path(where)}: component {ref!r} is a {components[ref].kind}, not a {slot}")
         return decl if ok else None
 
     def _plugin_block(self, kind: str, block: InlineComponent, where: tuple[str, ...]) -> bool:
@@ -273,7 +272,8 @@ class Registry:
         performance: Performance | None = None,
     ) -> Pipeline:
         """Build pipeline `name` (default: `default_pipeline`) on `device` in `dtype` (None: fp16 on CUDA, else
-        fp32), with the declaration's `performance` settings unless `performance` is given (`--fast`: `core.performance.fast`)."""
+        fp32), with the declaration's `performance` settings unless `performance` is given (`--fast`:
+        `core.performance.fast`)."""
         if name is None:
             if self.default_pipeline is None:
                 raise RegistryError(
@@ -287,7 +287,12 @@ class Registry:
         speed = decl.performance if performance is None else performance
         parts = {slot: self._part(name, decl, slot, target, precision, speed) for slot in PIPELINE_KINDS}
         return Pipeline(
-            name, **parts, device=target, dtype=precision, defaults=decl.defaults, plugin_manager=self.plugin_manager,
+            name,
+            **parts,
+            device=target,
+            dtype=precision,
+            defaults=decl.defaults,
+            plugin_manager=self.plugin_manager,
             scheduler_name=self.block(name, "scheduler").plugin,
         )
 
@@ -299,7 +304,9 @@ class Registry:
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
         key = ("component", name, decl.weights, target, precision)
-        return self._cached(key, lambda: self._instantiate(decl.kind, decl, decl.weights, f"component {name!r}", target, precision))
+        return self._cached(
+            key, lambda: self._instantiate(decl.kind, decl, decl.weights, f"component {name!r}", target, precision)
+        )
 
     def _part(
         self, pipeline: str, decl: PipelineDecl, slot: str, device: torch.device, dtype: torch.dtype, speed: Performance
@@ -389,7 +396,9 @@ class Registry:
         path = Path(VARIABLE.sub(expand, raw)).expanduser()
         path = path if path.is_absolute() else self.path.parent / path
         if not path.exists():
-            raise WeightsError(f"{where}: weights not found: {path} (from {raw!r})", hint=f"accepted: {ACCEPTED_WEIGHTS}")
+            raise WeightsError(
+                f"{where}: weights not found: {path} (from {raw!r})", hint=f"accepted: {ACCEPTED_WEIGHTS}"
+            )
         return path
 
     def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[weights.CheckpointState, dict[str, Any]]:

@@ -2,9 +2,10 @@
 
 Plugin configs are kept as plain dicts here; the second pass validates each against its plugin's Config.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
@@ -58,7 +59,7 @@ class PipelineDefaults(Strict):
 
 REF_TAGS = ("component-name", "inline-block")
 ComponentRef = Annotated[
-    Union[Annotated[str, Tag(REF_TAGS[0])], Annotated[InlineComponent, Tag(REF_TAGS[1])]],
+    Annotated[str, Tag(REF_TAGS[0])] | Annotated[InlineComponent, Tag(REF_TAGS[1])],
     Discriminator(lambda v: REF_TAGS[0] if isinstance(v, str) else REF_TAGS[1]),
 ]
 

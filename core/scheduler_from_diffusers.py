@@ -5,6 +5,7 @@ does not are accepted at the value where they change nothing (`INERT`) and refus
 knows are reported in one warning; `PNDMScheduler`, which diffstack does not implement, becomes `lms` with a
 logged note. The scheduler is built through the plugin manager, like any other component.
 """
+
 from __future__ import annotations
 
 import json

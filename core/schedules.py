@@ -11,6 +11,7 @@ diffusers so that timesteps and σ come out bit-identical. The scheduler base cl
 `core.discrete_scheduler` (`SigmaScheduler`, `VPScheduler`); they are also reachable here under their old
 names, so rules written against `core.schedules.SigmaScheduler` keep working.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,9 @@ class ScheduleConfig(BaseModel):
     beta_start: float = Field(0.0001, gt=0.0, lt=1.0, description="β_0 (linear and scaled_linear schedules)")
     beta_end: float = Field(0.02, gt=0.0, lt=1.0, description="β_{T-1} (linear and scaled_linear schedules)")
     beta_schedule: BetaSchedule = Field(
-        "linear", description="linear: β linear; scaled_linear: √β linear (Stable Diffusion); "
-        "squaredcos_cap_v2 (alias cosine): Nichol & Dhariwal's cosine ᾱ"
+        "linear",
+        description="linear: β linear; scaled_linear: √β linear (Stable Diffusion); "
+        "squaredcos_cap_v2 (alias cosine): Nichol & Dhariwal's cosine ᾱ",
     )
     trained_betas: list[float] | None = Field(None, description="explicit β_0..β_{T-1}; overrides beta_schedule")
     prediction_type: PredictionType = Field("epsilon", description="what the denoiser predicts: ε, v or x0")
@@ -111,6 +113,7 @@ def betas(config: ScheduleConfig) -> torch.Tensor:
 
 def cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
     """β_t = min(1 - ᾱ((t+1)/T)/ᾱ(t/T), max_beta), ᾱ(s) = cos²((s + 0.008)/1.008 · π/2)."""
+
     def alpha_bar(s: float) -> float:
         return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -150,7 +153,9 @@ def spaced_timesteps(
     return np.round(np.arange(total, 0, -total / n))[:n] - 1.0
 
 
-def solver_timesteps(spacing: TimestepSpacing, num_steps: int, num_train_timesteps: int, steps_offset: int = 0) -> np.ndarray:
+def solver_timesteps(
+    spacing: TimestepSpacing, num_steps: int, num_train_timesteps: int, steps_offset: int = 0
+) -> np.ndarray:
     """(n,) float64 integer-valued descending timesteps as DPM-Solver (and UniPC, DEIS) space them in diffusers:
     `trailing` as `spaced_timesteps`; otherwise n+1 points of the spacing, rounded, with the last one (t = 0)
     dropped, so the run ends by stepping from a timestep above 0 to noise level 0."""
@@ -181,11 +186,12 @@ def img2img_start(num_steps: int, strength: float) -> int:
 
 
 def check_num_steps(num_inference_steps: int, num_train_timesteps: int) -> int:
-    """`num_inference_steps` as an int in [1, T], else an InputError naming it."""
+    """`num_inference_steps` as an int in [1, T], else an InputError naming it (the one check of a step count)."""
     n = num_inference_steps
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= num_train_timesteps:
         raise InputError(
-            f"num_inference_steps must be an integer in [1, {num_train_timesteps}] (num_train_timesteps), got {n!r}"
+            f"steps (num_inference_steps) must be an integer in [1, {num_train_timesteps}] "
+            f"(the scheduler's num_train_timesteps), got {n!r}"
         )
     return int(n)
 
@@ -200,10 +206,10 @@ def timesteps_from_sigmas(sigmas: np.ndarray, train_sigmas: np.ndarray) -> np.nd
 
     σ outside the training range clamp to timestep 0 or T-1.
     """
-    log_train = np.log(train_sigmas)                                   # (T,) in the table's dtype
-    log_sigma = np.log(np.maximum(sigmas, 1e-10))                      # (n,)
+    log_train = np.log(train_sigmas)  # (T,) in the table's dtype
+    log_sigma = np.log(np.maximum(sigmas, 1e-10))  # (n,)
     at_or_below = np.cumsum(log_sigma[None, :] - log_train[:, None] >= 0, axis=0)  # (T, n)
-    low = at_or_below.argmax(axis=0).clip(max=len(log_train) - 2)      # (n,)
+    low = at_or_below.argmax(axis=0).clip(max=len(log_train) - 2)  # (n,)
     weight = np.clip((log_train[low] - log_sigma) / (log_train[low] - log_train[low + 1]), 0, 1)
     return (1 - weight) * low + weight * (low + 1)
 
@@ -215,18 +221,16 @@ def karras_sigmas(sigma_min: float, sigma_max: float, num_steps: int, rho: float
     return (hi + ramp * (lo - hi)) ** rho
 
 
-def sigma_schedule(
-    config: ScheduleConfig, num_steps: int, *, karras: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def sigma_schedule(config: ScheduleConfig, num_steps: int, *, karras: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Timesteps (n,) float32 and σ (n+1,) float32 ending in 0, as the σ-space rules use them.
 
     karras: σ respaced by `karras_sigmas` between the first and last spaced σ, timesteps mapped back.
     """
-    train = sigmas_from_alphas_cumprod(alphas_cumprod(config)).numpy()    # (T,) float32
+    train = sigmas_from_alphas_cumprod(alphas_cumprod(config)).numpy()  # (T,) float32
     timesteps = spaced_timesteps(
         config.timestep_spacing, num_steps, config.num_train_timesteps, config.steps_offset
     ).astype(np.float32)
-    sigmas = interpolate_sigmas(timesteps, train)                          # (n,) float64
+    sigmas = interpolate_sigmas(timesteps, train)  # (n,) float64
     if karras:
         sigmas = karras_sigmas(float(sigmas[-1]), float(sigmas[0]), num_steps)
         timesteps = timesteps_from_sigmas(sigmas, train).astype(np.float32)
@@ -266,14 +270,14 @@ def predicted_x0_sigma(
     if prediction_type == "epsilon":
         return sample - sigma * model_output
     if prediction_type == "v_prediction":
-        s = torch.tensor(sigma, dtype=torch.float32)                   # scalars rounded as diffusers rounds them
+        s = torch.tensor(sigma, dtype=torch.float32)  # scalars rounded as diffusers rounds them
         return model_output * float(-s / (s**2 + 1) ** 0.5) + sample / float(s**2 + 1)
     return model_output
 
 
 def threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
     """Dynamic thresholding: s = clamp(quantile_ratio(|x0|), 1, max_value) per sample; x0 ← clip(x0, -s, s)/s."""
-    flat = x0.reshape(x0.shape[0], -1).float()                          # (B, C·h·w)
+    flat = x0.reshape(x0.shape[0], -1).float()  # (B, C·h·w)
     s = torch.quantile(flat.abs(), ratio, dim=1).clamp(1, max_value)[:, None]  # (B, 1)
     return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(x0.dtype)
 

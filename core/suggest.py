@@ -1,4 +1,5 @@
 """'Did you mean' suggestions for misspelled names."""
+
 from __future__ import annotations
 
 import difflib

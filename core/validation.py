@@ -1,4 +1,5 @@
 """Turning pydantic validation errors into diffstack messages with their full path."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -18,6 +18,7 @@ and shape, so nothing is half-loaded and no second full copy is made. `build_wit
 on the meta device first, so a random initialisation is never allocated either. Pickle checkpoints are
 refused with a conversion hint.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,12 @@ from torch.overrides import TorchFunctionMode
 
 from core.devices import placement_dtype
 from core.errors import WeightsError
+from core.interfaces import MODEL_KINDS
 
 log = logging.getLogger(__name__)
 
 Format = Literal["native", "diffusers", "sd1-single-file"]
 FORMATS: tuple[str, ...] = get_args(Format)
-WeightsKind = Literal["encoder", "denoiser", "text"]
-WEIGHTS_KINDS: tuple[str, ...] = get_args(WeightsKind)
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 SHOWN_KEYS = 5
@@ -51,7 +51,9 @@ DIFFUSERS_SUBFOLDER = {"encoder": "vae", "denoiser": "unet", "text": "text_encod
 DIFFUSERS_WEIGHTS_STEM = {"encoder": "diffusion_pytorch_model", "denoiser": "diffusion_pytorch_model", "text": "model"}
 DIFFUSERS_CLASS = {"encoder": "AutoencoderKL", "denoiser": "UNet2DConditionModel", "text": "CLIPTextModel"}
 SINGLE_FILE_PREFIX = {
-    "encoder": "first_stage_model.", "denoiser": "model.diffusion_model.", "text": "cond_stage_model.transformer."
+    "encoder": "first_stage_model.",
+    "denoiser": "model.diffusion_model.",
+    "text": "cond_stage_model.transformer.",
 }
 
 _ANY = object()
@@ -60,24 +62,57 @@ _ANY = object()
 # (metadata, or training-only settings). None values are dropped everywhere (diffusers' "not set").
 _LEFT_OUT: dict[str, dict[str, Any]] = {
     "denoiser": {
-        "center_input_sample": False, "only_cross_attention": False, "downsample_padding": 1,
-        "mid_block_scale_factor": 1, "act_fn": "silu", "dual_cross_attention": False,
-        "resnet_time_scale_shift": "default", "resnet_skip_time_act": False, "resnet_out_scale_factor": 1,
-        "time_embedding_type": "positional", "conv_in_kernel": 3, "conv_out_kernel": 3, "attention_type": "default",
-        "class_embeddings_concat": False, "addition_embed_type_num_heads": _ANY, "encoder_hid_dim_type": None,
-        "class_embed_type": None, "addition_embed_type": None, "num_class_embeds": None, "encoder_hid_dim": None,
-        "time_cond_proj_dim": None, "time_embedding_dim": None, "num_attention_heads": None,
-        "addition_time_embed_dim": None, "projection_class_embeddings_input_dim": None, "timestep_post_act": None,
-        "time_embedding_act_fn": None, "cross_attention_norm": None, "mid_block_only_cross_attention": None,
+        "center_input_sample": False,
+        "only_cross_attention": False,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "act_fn": "silu",
+        "dual_cross_attention": False,
+        "resnet_time_scale_shift": "default",
+        "resnet_skip_time_act": False,
+        "resnet_out_scale_factor": 1,
+        "time_embedding_type": "positional",
+        "conv_in_kernel": 3,
+        "conv_out_kernel": 3,
+        "attention_type": "default",
+        "class_embeddings_concat": False,
+        "addition_embed_type_num_heads": _ANY,
+        "encoder_hid_dim_type": None,
+        "class_embed_type": None,
+        "addition_embed_type": None,
+        "num_class_embeds": None,
+        "encoder_hid_dim": None,
+        "time_cond_proj_dim": None,
+        "time_embedding_dim": None,
+        "num_attention_heads": None,
+        "addition_time_embed_dim": None,
+        "projection_class_embeddings_input_dim": None,
+        "timestep_post_act": None,
+        "time_embedding_act_fn": None,
+        "cross_attention_norm": None,
+        "mid_block_only_cross_attention": None,
         "reverse_transformer_layers_per_block": None,
     },
     "encoder": {"act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None},
     "text": {
         key: _ANY
         for key in (
-            "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "attention_dropout",
-            "dropout", "initializer_factor", "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id",
-            "projection_dim", "output_attentions", "output_hidden_states", "use_return_dict",
+            "architectures",
+            "model_type",
+            "transformers_version",
+            "torch_dtype",
+            "dtype",
+            "attention_dropout",
+            "dropout",
+            "initializer_factor",
+            "initializer_range",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "projection_dim",
+            "output_attentions",
+            "output_hidden_states",
+            "use_return_dict",
         )
     },
 }
@@ -92,7 +127,7 @@ def refuse_pickle(path: Path) -> None:
 def _pickle_error(path: Path) -> WeightsError:
     return WeightsError(
         f"{path}: pickle checkpoints are refused — loading them can run arbitrary code",
-        hint="convert once with: python -c \"import torch, safetensors.torch as s; "
+        hint='convert once with: python -c "import torch, safetensors.torch as s; '
         f"s.save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\"",
     )
 
@@ -245,10 +280,25 @@ class SkipInitOnMeta(TorchFunctionMode):
     the tensor untouched. On the meta device it computes nothing anyway, but torch routes it through its
     Python reference implementations (and imports torch._dynamo for them): ~3 s of an SD 1.5 load."""
 
-    INIT = frozenset({"normal_", "uniform_", "trunc_normal_", "zero_", "zeros_", "ones_", "fill_", "constant_",
-                      "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_"})
+    INIT = frozenset(
+        {
+            "normal_",
+            "uniform_",
+            "trunc_normal_",
+            "zero_",
+            "zeros_",
+            "ones_",
+            "fill_",
+            "constant_",
+            "xavier_uniform_",
+            "xavier_normal_",
+            "kaiming_uniform_",
+            "kaiming_normal_",
+            "orthogonal_",
+        }
+    )
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's protocol)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if getattr(func, "__name__", None) in self.INIT:
             tensor = args[0] if args else kwargs.get("tensor")
@@ -318,8 +368,8 @@ def read_component_weights(
     until the returned state is accessed.
     """
     path = Path(path)
-    if kind not in WEIGHTS_KINDS:
-        raise WeightsError(f"{path}: {kind} components have no weights", hint=f"weights fit {', '.join(WEIGHTS_KINDS)}")
+    if kind not in MODEL_KINDS:
+        raise WeightsError(f"{path}: {kind} components have no weights", hint=f"weights fit {', '.join(MODEL_KINDS)}")
     if format != "auto" and format not in FORMATS:
         raise WeightsError(f"{path}: unknown weights format {format!r}", hint=f"use auto, {', '.join(FORMATS)}")
     fmt = detect_format(path) if format == "auto" else format
@@ -465,18 +515,30 @@ def _read_single_file(path: Path, kind: str, device: torch.device | str) -> tupl
     return CheckpointState(sources, device=device), architecture
 
 
-_UNET_RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
-                "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
-_UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-               "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out",
-               "middle_block.0": "mid_block.resnets.0", "middle_block.1": "mid_block.attentions.0",
-               "middle_block.2": "mid_block.resnets.1"}
+_UNET_RESNET = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+_UNET_FIXED = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+    "middle_block.0": "mid_block.resnets.0",
+    "middle_block.1": "mid_block.attentions.0",
+    "middle_block.2": "mid_block.resnets.1",
+}
 
 
 def _rename_resnet(rest: str) -> str:
     for theirs, ours in _UNET_RESNET.items():
         if rest.startswith(theirs + "."):
-            return ours + rest[len(theirs):]
+            return ours + rest[len(theirs) :]
     return rest
 
 

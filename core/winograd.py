@@ -12,6 +12,7 @@ convolution is faster than oneDNN's direct one (bench/RESULTS.md has the measure
 narrow the transforms (memory-bound) lose, so `suits` wants ≥ MIN_CHANNELS channels in and out. The values equal
 the direct convolution's up to float32 rounding (measured error against float64 below oneDNN's own).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,12 @@ def suits(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     (≥ MIN_CHANNELS in and out) and large enough (≥ MIN_TILES output tiles) for Winograd to pay."""
     b, _, h, w = x.shape
     return (
-        tuple(conv.kernel_size) == (3, 3) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1)
-        and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+        tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
         and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
         and b * ((h + 1) // 2) * ((w + 1) // 2) >= MIN_TILES
     )
@@ -58,12 +63,12 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torc
     out_channels = u.shape[2]
     th, tw = (height + 1) // 2, (width + 1) // 2  # 2×2 output tiles; an odd edge computes one extra, cropped
     padded = x.new_zeros(batch, 2 * th + 2, 2 * tw + 2, channels)  # NHWC, 1 pixel of zeros round the image
-    padded[:, 1:height + 1, 1:width + 1] = x.permute(0, 2, 3, 1)
+    padded[:, 1 : height + 1, 1 : width + 1] = x.permute(0, 2, 3, 1)
 
     rows = x.new_empty(4, batch, th, 2 * tw + 2, channels)  # Bᵀ d: tile row i reads padded rows 2t + i
-    _transform_pairs([padded[:, i:i + 2 * th:2] for i in range(4)], rows)
+    _transform_pairs([padded[:, i : i + 2 * th : 2] for i in range(4)], rows)
     tiles = x.new_empty(4, 4, batch, th, tw, channels)  # (Bᵀ d) B: tile column j reads columns 2t + j
-    _transform_pairs([rows[:, :, :, j:j + 2 * tw:2] for j in range(4)], tiles.transpose(0, 1))
+    _transform_pairs([rows[:, :, :, j : j + 2 * tw : 2] for j in range(4)], tiles.transpose(0, 1))
 
     m = torch.bmm(tiles.view(16, -1, channels), u).view(4, 4, batch, th, tw, out_channels)
     if bias is not None:

@@ -5,6 +5,7 @@
 The loop is the classic one: embed prompt and empty prompt, scale seeded noise by `init_noise_sigma`, and
 for each timestep scale the input, run the denoiser once on both halves, guide, step; then decode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,16 +22,16 @@ def fifteen_lines(pipe: core.Pipeline, prompt: str, *, seed: int, steps: int, gu
     f, c = pipe.encoder.downsample_factor, pipe.encoder.latent_channels
     height, width = pipe.defaults.height or 512, pipe.defaults.width or 512
     with torch.inference_mode():
-        context = pipe.text(["", prompt])                                        # (2, L, D): uncond, cond
+        context = pipe.text(["", prompt])  # (2, L, D): uncond, cond
         latents = torch.randn((1, c, height // f, width // f), generator=torch.Generator().manual_seed(seed))
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)  # (2, C, h, w)
-            uncond, cond = pipe.denoiser(model_input, t, context).chunk(2)          # the entire noise, twice
-            noise = uncond + guidance * (cond - uncond)                             # classifier-free guidance
-            latents = scheduler.step(noise, t, latents).prev_sample                 # remove part of it
-        return pipe.encoder.decode(latents)                                      # (1, 3, H, W) in [-1, 1]
+            uncond, cond = pipe.denoiser(model_input, t, context).chunk(2)  # the entire noise, twice
+            noise = uncond + guidance * (cond - uncond)  # classifier-free guidance
+            latents = scheduler.step(noise, t, latents).prev_sample  # remove part of it
+        return pipe.encoder.decode(latents)  # (1, 3, H, W) in [-1, 1]
 
 
 def main(argv: list[str] | None = None) -> None:

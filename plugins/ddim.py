@@ -1,4 +1,5 @@
 """DDIM update rule — Song, Meng & Ermon (2021), "Denoising Diffusion Implicit Models", eq. 12."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,8 @@ class DDIM(VPScheduler):
 
     def _precompute(self) -> None:
         final = torch.ones(1) if self.config.set_alpha_to_one else self.alphas_cumprod[:1]
-        alpha_prod = self.alphas_cumprod[torch.tensor(self.timestep_list).long()]     # (m,) ᾱ_t
-        alpha_prod_next = torch.cat([alpha_prod[1:], final])                         # (m,) ᾱ_{t'}
+        alpha_prod = self.alphas_cumprod[torch.tensor(self.timestep_list).long()]  # (m,) ᾱ_t
+        alpha_prod_next = torch.cat([alpha_prod[1:], final])  # (m,) ᾱ_{t'}
         variance = (1 - alpha_prod_next) / (1 - alpha_prod) * (1 - alpha_prod / alpha_prod_next)
         std = self.config.eta * variance**0.5
         of_x_t = [alpha_prod**0.5, (1 - alpha_prod) ** 0.5]  # α, σ of x_t
@@ -39,7 +40,7 @@ class DDIM(VPScheduler):
     def _update(self, i: int, model_output: torch.Tensor, sample: torch.Tensor, noise: Noise) -> StepOutput:
         alpha, sigma, alpha_next, direction, std = self._coefficients[i]
         c = self.config
-        x0 = schedules.predicted_x0(c.prediction_type, model_output, sample, alpha, sigma)   # (B, C, h, w)
+        x0 = schedules.predicted_x0(c.prediction_type, model_output, sample, alpha, sigma)  # (B, C, h, w)
         eps = schedules.predicted_eps(c.prediction_type, model_output, sample, alpha, sigma)
         x0 = schedules.clip_or_threshold(x0, c)
         prev = alpha_next * x0 + direction * eps

@@ -1,5 +1,6 @@
 """DPM-Solver++ (2M) update rule — Lu et al. (2022), "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
 Probabilistic Models", Algorithm 2 (multistep, data prediction), orders 1–3."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -34,7 +35,7 @@ class DPMSolverPP2M(VPScheduler):
     """
 
     config: Config
-    _first: list[list[float]]                                               # per order: scalars of each step
+    _first: list[list[float]]  # per order: scalars of each step
     _second: list[list[float]]
     _third: list[list[float]]
     _alpha_sigma: list[tuple[float, float]]
@@ -42,7 +43,7 @@ class DPMSolverPP2M(VPScheduler):
     def _schedule(self, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
         c, train = self.config, self.train_sigmas
         timesteps = schedules.solver_timesteps(c.timestep_spacing, num_steps, c.num_train_timesteps, c.steps_offset)
-        if c.use_karras_sigmas:                                              # between the training extremes
+        if c.use_karras_sigmas:  # between the training extremes
             sigmas = schedules.karras_sigmas(float(train[0]), float(train[-1]), num_steps)
             timesteps = schedules.timesteps_from_sigmas(sigmas, train)
             if c.beta_schedule not in ("squaredcos_cap_v2", "cosine"):
@@ -53,21 +54,21 @@ class DPMSolverPP2M(VPScheduler):
         return timesteps, np.append(sigmas, last).astype(np.float32)
 
     def _precompute(self) -> None:
-        sigma = self.sigmas                                                  # (m+1,) float32, as diffusers
+        sigma = self.sigmas  # (m+1,) float32, as diffusers
         alpha = 1 / (sigma**2 + 1) ** 0.5
         sigma_vp = sigma * alpha
-        self._alpha_sigma = list(zip(alpha.tolist(), sigma_vp.tolist(), strict=True))     # (α_t, σ'_t) per step
-        lam = (torch.log(alpha) - torch.log(sigma_vp)).double().numpy()      # (m+1,) λ, +inf at σ = 0
-        a64, s64 = alpha.double().numpy(), sigma_vp.double().numpy()           # α_t, σ'_t in float64
+        self._alpha_sigma = list(zip(alpha.tolist(), sigma_vp.tolist(), strict=True))  # (α_t, σ'_t) per step
+        lam = (torch.log(alpha) - torch.log(sigma_vp)).double().numpy()  # (m+1,) λ, +inf at σ = 0
+        a64, s64 = alpha.double().numpy(), sigma_vp.double().numpy()  # α_t, σ'_t in float64
         # entries that would divide by a missing history or by σ = 0 come out inf/NaN and are never used
         with np.errstate(divide="ignore", invalid="ignore"):
-            h = lam[1:] - lam[:-1]                                           # (m,) step in λ
-            r0 = np.append(np.nan, h[:-1]) / h                               # h_{i-1}/h_i
-            r1 = np.append([np.nan, np.nan], h[:-2]) / h                     # h_{i-2}/h_i
-            keep = s64[1:] / s64[:-1]                              # weight of x_s
-            a = -a64[1:] * np.expm1(-h)                                    # of D0
-            b = a64[1:] * (np.expm1(-h) / h + 1)                           # of D1 (heun, third order)
-            c = -a64[1:] * ((np.expm1(-h) + h) / h**2 - 0.5)               # of D2
+            h = lam[1:] - lam[:-1]  # (m,) step in λ
+            r0 = np.append(np.nan, h[:-1]) / h  # h_{i-1}/h_i
+            r1 = np.append([np.nan, np.nan], h[:-2]) / h  # h_{i-2}/h_i
+            keep = s64[1:] / s64[:-1]  # weight of x_s
+            a = -a64[1:] * np.expm1(-h)  # of D0
+            b = a64[1:] * (np.expm1(-h) / h + 1)  # of D1 (heun, third order)
+            c = -a64[1:] * ((np.expm1(-h) + h) / h**2 - 0.5)  # of D2
             d1 = -0.5 * a64[1:] * np.expm1(-h) if self.config.solver_type == "midpoint" else b
             # per step, the scalars of each order's update as `step` writes it out
             self._first = np.stack([keep, a], axis=1).tolist()
@@ -89,11 +90,11 @@ class DPMSolverPP2M(VPScheduler):
     def _update(self, i: int, model_output: torch.Tensor, sample: torch.Tensor, noise: Noise) -> StepOutput:
         c = self.config
         alpha, sigma = self._alpha_sigma[i]
-        x0 = schedules.predicted_x0(c.prediction_type, model_output, sample, alpha, sigma)   # (B, C, h, w)
+        x0 = schedules.predicted_x0(c.prediction_type, model_output, sample, alpha, sigma)  # (B, C, h, w)
         x0 = schedules.clip_or_threshold(x0, c)
         order = self._order(i, len(self.history))
         self.history = m = [x0, *self.history][: c.solver_order]
-        x = sample.to(torch.promote_types(sample.dtype, torch.float32))      # at least float32 for the update
+        x = sample.to(torch.promote_types(sample.dtype, torch.float32))  # at least float32 for the update
         if order == 1:
             keep, a = self._first[i]
             prev = keep * x + a * m[0]

@@ -1,5 +1,6 @@
 """Euler update rule — Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative
 Models", Algorithm 2 without churn: one explicit Euler step of the probability-flow ODE in σ-space."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,7 @@ class Euler(SigmaScheduler):
 
     def _update(self, i: int, model_output: torch.Tensor, sample: torch.Tensor, noise: Noise) -> StepOutput:
         sigma, sigma_next = self.sigma_list[i], self.sigma_list[i + 1]
-        x = sample.to(torch.promote_types(sample.dtype, torch.float32))    # (B, C, h, w), at least float32
+        x = sample.to(torch.promote_types(sample.dtype, torch.float32))  # (B, C, h, w), at least float32
         x0 = schedules.predicted_x0_sigma(self.config.prediction_type, model_output, x, sigma)
         derivative = (x - x0) / sigma
         prev = x + derivative * (sigma_next - sigma)

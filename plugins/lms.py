@@ -1,6 +1,7 @@
 """Linear multistep (LMS) update rule — Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based
 Generative Models" (k-diffusion's `sample_lms`): Adams–Bashforth on the probability-flow ODE in σ-space,
 with variable steps, order 1–4."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,16 +29,16 @@ def lms_coefficients(sigmas: np.ndarray, max_order: int) -> list[list[list[float
     s = sigmas.astype(np.float64)
     n = len(s) - 1
     out = np.zeros((n, max_order, max_order))
-    h = s[1:] - s[:-1]                                                 # (n,)
+    h = s[1:] - s[:-1]  # (n,)
     for k in range(1, max_order + 1):
-        idx = np.arange(k - 1, n)                                      # steps with k derivatives available
-        a = [s[idx - m] - s[idx] for m in range(k)]                    # k × (len(idx),)
+        idx = np.arange(k - 1, n)  # steps with k derivatives available
+        a = [s[idx - m] - s[idx] for m in range(k)]  # k × (len(idx),)
         for j in range(k):
-            poly: list[Any] = [np.ones_like(idx, dtype=np.float64)]    # coefficients of u^0, u^1, …
+            poly: list[Any] = [np.ones_like(idx, dtype=np.float64)]  # coefficients of u^0, u^1, …
             denom = np.ones_like(poly[0])
             for m in range(k):
                 if m != j:
-                    padded = [*poly, 0.0]                              # times (u - a_m)
+                    padded = [*poly, 0.0]  # times (u - a_m)
                     poly = [(padded[p - 1] if p else 0.0) - a[m] * padded[p] for p in range(len(padded))]
                     denom = denom * (a[j] - a[m])
             integral = sum(c * h[idx] ** (p + 1) / (p + 1) for p, c in enumerate(poly))

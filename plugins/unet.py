@@ -16,10 +16,11 @@ and module attributes follow diffusers' checkpoint keys (`down_blocks.0.attentio
 .attn2.to_k.weight`), so diffusers weights load without a key table. Note diffusers' historical naming:
 `attention_head_dim` is the number of attention *heads* per block, not their width.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ class Config(BaseModel):
             values = per_block(getattr(self, name), n)
             if len(values) != n or min(values) < 1:
                 raise ValueError(f"{name} must be a positive int or {n} positive ints, got {getattr(self, name)}")
-        for channels, heads in zip(self.block_out_channels, per_block(self.attention_head_dim, n)):
+        for channels, heads in zip(self.block_out_channels, per_block(self.attention_head_dim, n), strict=True):
             if channels % self.norm_num_groups:
                 raise ValueError(f"block_out_channels {channels} not divisible by {self.norm_num_groups} groups")
             if channels % heads:
@@ -396,6 +397,7 @@ class UNet2DCondition(nn.Module):
             skips.extend(block_skips)
         x = self.mid_block(x, temb, context)  # (B, C_last, h/2^(n-1), w/2^(n-1))
         for block in self.up_blocks:
+            block = cast(UpBlock, block)  # nn.ModuleList yields plain nn.Modules
             size_after = skips[-len(block.resnets) - 1].shape[-2:] if block.upsamplers else None  # next skip's h, w
             x = block(x, temb, context, skips, size_after)
         x = self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, C, h, w)

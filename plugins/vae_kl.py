@@ -15,6 +15,7 @@ to one, and module attributes follow diffusers' checkpoint keys (`encoder.mid_bl
 Decoding can run image by image (`decode_slicing`) or in overlapping, linearly blended tiles of `sample_size`
 pixels (`decode_tiling`, as diffusers' `enable_tiling`) to bound memory on large images.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,11 +1,12 @@
 """Shared fixtures: throwaway installed plugin distributions."""
+
 from __future__ import annotations
 
 import importlib
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -18,6 +19,7 @@ def install_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ins
 
     `install("acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": "source"})`
     """
+
     def install(
         name: str, version: str, *, entry_points: dict[str, str], modules: dict[str, str] | None = None
     ) -> Path:

@@ -4,6 +4,7 @@
 `tiny_sd_pipeline` is a random tiny SD-architecture `StableDiffusionPipeline` (the oracle for end-to-end
 parity), savable as a diffusers folder.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -15,17 +16,32 @@ import torch
 from plugins.clip_text.tokenizer import SHIPPED_VOCAB
 
 TINY_UNET = dict(
-    block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=32,
-    norm_num_groups=8, sample_size=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=32,
+    norm_num_groups=8,
+    sample_size=8,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
 )
 TINY_VAE = dict(
-    block_out_channels=(16, 32, 32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 32, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=64,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
 )
 TINY_TEXT = dict(
-    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    max_position_embeddings=77, hidden_act="quick_gelu",
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
 )
 
 
@@ -73,11 +89,23 @@ def tiny_sd_pipeline(tmp_path: Path, scheduler_class: str = "LMSDiscreteSchedule
     text = perturb(transformers.CLIPTextModel(transformers.CLIPTextConfig(**TINY_TEXT)))
     tokenizer = transformers.CLIPTokenizer.from_pretrained(write_vocab_folder(tmp_path / "vocab"), model_max_length=77)
     scheduler = getattr(diffusers, scheduler_class)(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        **({"steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False}
-           if scheduler_class in ("DDIMScheduler",) else {}),
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        **(
+            {"steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False}
+            if scheduler_class in ("DDIMScheduler",)
+            else {}
+        ),
     )
     return diffusers.StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )

@@ -13,6 +13,7 @@ provides them as toy-encoder, toy-denoiser, toy-text, toy-scheduler and toy-samp
   al. 2022, Algorithm 2 without churn), for tests that need a non-trivial `scale_model_input`.
 - sampler: the classifier-free-guidance loop (Ho & Salimans 2022), one batched forward for cond+uncond.
 """
+
 import math
 import warnings
 
@@ -105,9 +106,7 @@ class ToyDenoiser(nn.Module):
         self, sample: torch.Tensor, timestep: torch.Tensor | float | int, context: torch.Tensor
     ) -> torch.Tensor:
         if sample.ndim != 4 or sample.shape[1] != self.in_channels:
-            raise InputError(
-                f"toy-denoiser: expected sample (B, {self.in_channels}, h, w), got {tuple(sample.shape)}"
-            )
+            raise InputError(f"toy-denoiser: expected sample (B, {self.in_channels}, h, w), got {tuple(sample.shape)}")
         batch = sample.shape[0]
         if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != self.context_dim:
             raise InputError(
@@ -156,7 +155,8 @@ class ToyText(nn.Module):
         ids = [3 + (ord(ch) * 2654435761) % buckets for ch in prompt]
         if len(ids) + 2 > self.max_length:
             warnings.warn(
-                f"toy-text: prompt of {len(ids) + 2} tokens truncated to {self.max_length}: {prompt[:40]!r}…"
+                f"toy-text: prompt of {len(ids) + 2} tokens truncated to {self.max_length}: {prompt[:40]!r}…",
+                stacklevel=2,
             )
             ids = ids[: self.max_length - 2]
         ids = [self.BOS, *ids, self.EOS]
@@ -237,10 +237,14 @@ class ToyScheduler:
         generator: torch.Generator | None = None,
     ) -> StepOutput:
         if self._step_ratio is None:
-            raise InputError(f"{type(self).__name__}: step() called before set_timesteps()", hint="call set_timesteps(n) first")
+            raise InputError(
+                f"{type(self).__name__}: step() called before set_timesteps()", hint="call set_timesteps(n) first"
+            )
         return self._move(model_output, timestep, sample, int(round(float(timestep))) - self._step_ratio)
 
-    def _move(self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int) -> StepOutput:
+    def _move(
+        self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int
+    ) -> StepOutput:
         """From `timestep` to `prev_t` (< 0: past the last step)."""
         alpha_bar = float(self._alpha_bar(timestep))
         alpha_bar_prev = float(self.alphas_cumprod[prev_t]) if prev_t >= 0 else 1.0
@@ -289,7 +293,9 @@ class ToyEulerScheduler(ToyScheduler):
         sigma = sigma.reshape(-1, *[1] * (original_samples.ndim - 1)) if sigma.ndim else sigma
         return original_samples + sigma.to(original_samples.device, original_samples.dtype) * noise
 
-    def _move(self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int) -> StepOutput:
+    def _move(
+        self, model_output: torch.Tensor, timestep: torch.Tensor | float | int, sample: torch.Tensor, prev_t: int
+    ) -> StepOutput:
         sigma = self._sigma(timestep)
         sigma_next = self._sigma(prev_t) if prev_t >= 0 else 0.0
         if self.config.prediction_type == "epsilon":
@@ -325,11 +331,19 @@ class ToySampler:
 
     def __call__(self, job: SamplerInputs) -> torch.Tensor:
         img2img = job.init_latents is not None
-        job.scheduler.set_timesteps(job.steps, device=job.noise.device, strength=(job.strength or 0.8) if img2img else 1.0)
+        job.scheduler.set_timesteps(
+            job.steps, device=job.noise.device, strength=(job.strength or 0.8) if img2img else 1.0
+        )
         timesteps = job.scheduler.timesteps
-        latents = job.scheduler.add_noise(job.init_latents, job.noise, timesteps[0]) if img2img else job.noise * job.scheduler.init_noise_sigma
+        latents = (
+            job.scheduler.add_noise(job.init_latents, job.noise, timesteps[0])
+            if img2img
+            else job.noise * job.scheduler.init_noise_sigma
+        )
         for i, t in enumerate(timesteps):
-            out = job.scheduler.step(self._predict(job.scheduler.scale_model_input(latents, t), t, job), t, latents, generator=job.generator)
+            out = job.scheduler.step(
+                self._predict(job.scheduler.scale_model_input(latents, t), t, job), t, latents, generator=job.generator
+            )
             latents = out.prev_sample
             if should_stop(job.callback, StepEvent(i, len(timesteps), t, latents, out.pred_original_sample)):
                 break

@@ -1,11 +1,12 @@
 """The `diffstack` command line, a module per command. Prints a DiffstackError as one clear message (traceback
 only with --debug)."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 import core
 from core.cli import check, eval, generate, list, train, validate
@@ -41,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.add_parser(commands)
     return parser
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = run_contract(kind, lambda: record.spec.build(config))
     for result in results:
-        print(f"  {'PASS' if result.passed else 'FAIL'}  {result.name}" + (f": {result.detail}" if result.detail else ""))
+        print(
+            f"  {'PASS' if result.passed else 'FAIL'}  {result.name}" + (f": {result.detail}" if result.detail else "")
+        )
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     settings = pipe.settings("", steps=args.steps, guidance_scale=args.guidance)
 
     def generate(prompts: list[str], seed: int) -> torch.Tensor:
-        return pipe(prompts, seed=seed, steps=settings.steps, guidance_scale=settings.guidance_scale, progress=False).pixels
+        return pipe(
+            prompts, seed=seed, steps=settings.steps, guidance_scale=settings.guidance_scale, progress=False
+        ).pixels
 
     began = time.perf_counter()
     seed = args.seed + stages.EVAL_SEED_OFFSET

@@ -1,6 +1,7 @@
 """`diffstack generate`: build a pipeline from the registry, generate, write PNGs that carry their recipe.
 
 The recipe is what the pipeline says it ran (`Generation.settings`), never re-derived here."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,21 @@ from PIL import Image
 import core
 from core.devices import resolve_device
 from core.errors import InputError
+from core.generation import Settings
 from core.images import contact_sheet, read_recipe, save_png
 from core.performance import fast
-from core.generation import Settings
 from core.registry import load_registry
 
 RECIPE_FIELDS = (
-    "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "height", "width", "scheduler", "pipeline",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "height",
+    "width",
+    "scheduler",
+    "pipeline",
     "num_images",
 )
 
@@ -51,10 +60,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--from-png", metavar="PNG", help="re-create an image from the recipe in a diffstack PNG")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: fp16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--fast", action="store_true",
-                        help="the fast path (core.performance.fast): channels_last + prepacked oneDNN weights + Winograd "
-                        "convolutions on the CPU; "
-                        "channels_last + torch.compile + CUDA graphs on a GPU, where the first image pays the compilation")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="the fast path (core.performance.fast): channels_last + prepacked oneDNN weights + Winograd "
+        "convolutions on the CPU; "
+        "channels_last + torch.compile + CUDA graphs on a GPU, where the first image pays the compilation",
+    )
     parser.set_defaults(run=run)
 
 
@@ -63,12 +75,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     single_file = out.suffix.lower() == ".png"
     if single_file and request["num_images"] > 1 and not grid and pick is None:
-        raise InputError(f"--out {out} names one file but {request['num_images']} images were asked for",
-                         hint="give a folder, or add --grid")
+        raise InputError(
+            f"--out {out} names one file but {request['num_images']} images were asked for",
+            hint="give a folder, or add --grid",
+        )
     _check_writable(out.parent if single_file else out)
     registry = load_registry(args.registry)
-    pipe = registry.build(request.pop("pipeline") or registry.default_pipeline, device=args.device, dtype=args.dtype,
-                          performance=fast(resolve_device(args.device)) if args.fast else None)
+    pipe = registry.build(
+        request.pop("pipeline") or registry.default_pipeline,
+        device=args.device,
+        dtype=args.dtype,
+        performance=fast(resolve_device(args.device)) if args.fast else None,
+    )
     image = _open_image(args.image) if args.image else None
     generation = pipe(request.pop("prompt"), **request, image=image, strength=args.strength)
     recipe = _recipe(generation.settings)
@@ -78,8 +96,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         first, count = recipe["seed"], recipe["num_images"]
         sheets = [
-            (images[i], {**recipe, "seed": first + i, "num_images": 1, "batch_seed": first, "batch_size": count,
-                         "batch_index": i})
+            (
+                images[i],
+                {
+                    **recipe,
+                    "seed": first + i,
+                    "num_images": 1,
+                    "batch_seed": first,
+                    "batch_size": count,
+                    "batch_index": i,
+                },
+            )
             for i in (range(count) if pick is None else [pick])
         ]
     for image, own in sheets:
@@ -90,10 +117,18 @@ def run(args: argparse.Namespace) -> int:
 def _recipe(settings: Settings) -> dict[str, Any]:
     """The PNG recipe of a one-prompt run: what ran, under the recipe's field names."""
     return {
-        "prompt": settings.prompts[0], "negative_prompt": settings.negative_prompts[0], "seed": settings.seed,
-        "steps": settings.steps, "guidance_scale": settings.guidance_scale, "height": settings.height,
-        "width": settings.width, "scheduler": settings.scheduler, "scheduler_config": settings.scheduler_config,
-        "pipeline": settings.pipeline, "num_images": settings.num_images, "strength": settings.strength,
+        "prompt": settings.prompts[0],
+        "negative_prompt": settings.negative_prompts[0],
+        "seed": settings.seed,
+        "steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "height": settings.height,
+        "width": settings.width,
+        "scheduler": settings.scheduler,
+        "scheduler_config": settings.scheduler_config,
+        "pipeline": settings.pipeline,
+        "num_images": settings.num_images,
+        "strength": settings.strength,
         "diffstack_version": core.__version__,
     }
 
@@ -105,9 +140,16 @@ def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool
         if args.prompt is None:
             raise InputError("no prompt given", hint='diffstack generate "a large red circle on a blue background"')
         request = {
-            "prompt": args.prompt, "negative_prompt": args.negative, "seed": args.seed, "steps": args.steps,
-            "guidance_scale": args.guidance, "height": args.height, "width": args.width,
-            "scheduler": args.scheduler, "pipeline": args.pipeline, "num_images": args.num_images,
+            "prompt": args.prompt,
+            "negative_prompt": args.negative,
+            "seed": args.seed,
+            "steps": args.steps,
+            "guidance_scale": args.guidance,
+            "height": args.height,
+            "width": args.width,
+            "scheduler": args.scheduler,
+            "pipeline": args.pipeline,
+            "num_images": args.num_images,
         }
         return request, None, args.grid
     if args.prompt is not None:
@@ -130,8 +172,10 @@ def _check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to output folder {folder}: {exc.strerror}",
-                         hint="choose another --out, or fix its permissions") from None
+        raise InputError(
+            f"cannot write to output folder {folder}: {exc.strerror}",
+            hint="choose another --out, or fix its permissions",
+        ) from None
 
 
 def _open_image(path: str) -> Image.Image:

@@ -59,5 +59,3 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(f"registry: {registry.path}\n" + table(pipeline_rows, ("PIPELINE", "PARTS")))
     print("\n\n".join(outputs))
     return 0
-
-

@@ -1,4 +1,5 @@
 """`diffstack train vae|decoder|clip|unet`: train one stage of the embedded shapes-tiny model from scratch."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ DEFAULT_RUNS = Path("runs/shapes-tiny")
 def add_parser(commands: Any) -> None:
     """Add `train STAGE [--steps --batch-size --lr --seed --out --model-dir --resume --device --threads]`."""
     parser = commands.add_parser(
-        "train", help="train a stage of the embedded shapes-tiny model from scratch",
+        "train",
+        help="train a stage of the embedded shapes-tiny model from scratch",
         description="Train one stage of shapes-tiny: vae, then decoder (an optional fine-tune of the VAE's "
         "decoder), clip, then unet (which uses the autoencoder and the text encoder). "
         "Checkpoints go to --out (resumable with --resume); the finished component goes to --model-dir.",
@@ -42,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    config = stages.train_config(args.stage, {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed})
+    config = stages.train_config(
+        args.stage, {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    )
     out = args.out or DEFAULT_RUNS / args.stage
     began = time.perf_counter()
     report = stages.RUNNERS[args.stage](config, out, args.model_dir, resume=args.resume, device=device)
     result = report.pop("result")
-    print(f"{args.stage}: {result.step} steps on {device}, final loss {result.loss:.5f}, "
-          f"{result.seconds:.0f} s of training, {time.perf_counter() - began:.0f} s in all")
+    print(
+        f"{args.stage}: {result.step} steps on {device}, final loss {result.loss:.5f}, "
+        f"{result.seconds:.0f} s of training, {time.perf_counter() - began:.0f} s in all"
+    )
     for key, value in report.items():
         print(f"{args.stage}: {key} = {value:.6g}" if isinstance(value, float) else f"{args.stage}: {key} = {value}")
     print(f"{args.stage}: wrote {args.model_dir / recipes.WEIGHT_FILES[args.stage]}")

@@ -22,5 +22,3 @@ def run(args: argparse.Namespace) -> int:
         f"{len(registry.pipeline_names)} pipelines, default: {registry.default_pipeline or '(none)'}"
     )
     return 0
-
-

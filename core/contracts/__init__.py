@@ -11,6 +11,7 @@ Two ways to run them. In pytest, subclass a suite and provide the component as a
 Without pytest (`diffstack check KIND/NAME`): `run_contract("scheduler", lambda: MyScheduler(MyConfig()))`
 returns one `CheckResult` per check.
 """
+
 from core.contracts.base import Contract, NotApplicable
 from core.contracts.dataset import DatasetContract
 from core.contracts.denoiser import DenoiserContract

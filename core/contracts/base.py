@@ -6,6 +6,7 @@ runs them when a `Test*` class subclasses the contract and provides a `component
 that says what was expected and what was found; a check that does not apply to the component raises
 `NotApplicable` (a `unittest.SkipTest`, so pytest reports it as skipped without importing pytest here).
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Contract suite for `core.Dataset`: image–caption pairs, in range, deterministic by index."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -28,7 +29,9 @@ class DatasetContract(Contract):
             assert isinstance(image, torch.Tensor) and image.is_floating_point(), (
                 f"item {index}: image is {type(image).__name__}, expected a floating tensor"
             )
-            assert image.ndim == 3 and image.shape[0] == 3, f"item {index}: image shape {tuple(image.shape)}, expected (3, H, W)"
+            assert image.ndim == 3 and image.shape[0] == 3, (
+                f"item {index}: image shape {tuple(image.shape)}, expected (3, H, W)"
+            )
             low, high = image.min().item(), image.max().item()
             assert -1.0 <= low and high <= 1.0, f"item {index}: values in [{low:.3g}, {high:.3g}], expected [-1, 1]"
             assert isinstance(caption, str) and caption.strip(), f"item {index}: caption {caption!r}, expected text"

@@ -4,6 +4,7 @@ Modules are put in eval mode and called under `torch.inference_mode()`, as pipel
 round-trip saves the state with `core.weights.save_state_dict`, perturbs a deep copy and loads the file back
 with `core.weights.load_state_dict` + `load_into`: the copy must then give bit-identical output.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,8 +79,11 @@ class DenoiserContract(Contract):
         reference = self.predict(component, sample, t, context)
         for name, timestep in forms.items():
             assert_close(
-                self.predict(component, sample, timestep, context), reference,
-                f"timestep as {name} against a Python int", atol=1e-5, rtol=1e-4,
+                self.predict(component, sample, timestep, context),
+                reference,
+                f"timestep as {name} against a Python int",
+                atol=1e-5,
+                rtol=1e-4,
             )
 
     def test_batch_independence(self, component: Any) -> None:
@@ -106,8 +110,11 @@ class DenoiserContract(Contract):
             path = Path(folder) / "denoiser.safetensors"
             save_state_dict(component.state_dict(), path)
             load_into(restored, load_state_dict(path), component="denoiser", source=str(path))
-        assert_equal(self.predict(restored, sample, self.timestep, context), expected,
-                     "output after a safetensors save / load into a perturbed copy")
+        assert_equal(
+            self.predict(restored, sample, self.timestep, context),
+            expected,
+            "output after a safetensors save / load into a perturbed copy",
+        )
 
     def test_wrong_context_width_is_a_diffstack_error(self, component: Any) -> None:
         sample, _ = self.inputs(component, self.batch_size)

@@ -3,6 +3,7 @@
 Images are (B, 3, H, W) in [-1, 1] with a non-square H × W = 2f × 3f, so swapped axes show.
 Modules are put in eval mode and called under `torch.inference_mode()`, as pipelines do.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,7 +86,8 @@ class EncoderContract(Contract):
     def test_mode_is_deterministic(self, component: Any) -> None:
         images = self.images(component, self.batch_size)
         assert_equal(
-            self.encode(component, images, sample=False), self.encode(component, images, sample=False),
+            self.encode(component, images, sample=False),
+            self.encode(component, images, sample=False),
             "two encode(sample=False) calls",
         )
 
@@ -102,16 +104,28 @@ class EncoderContract(Contract):
         latents = self.encode(component, images, sample=False)
         decoded = self.decode(component, latents)
         for i in range(3):
-            assert_close(latents[i : i + 1], self.encode(component, images[i : i + 1], sample=False),
-                         f"encode: item {i} of a batch of 3 against its single run", atol=1e-5, rtol=1e-4)
-            assert_close(decoded[i : i + 1], self.decode(component, latents[i : i + 1]),
-                         f"decode: item {i} of a batch of 3 against its single run", atol=1e-5, rtol=1e-4)
+            assert_close(
+                latents[i : i + 1],
+                self.encode(component, images[i : i + 1], sample=False),
+                f"encode: item {i} of a batch of 3 against its single run",
+                atol=1e-5,
+                rtol=1e-4,
+            )
+            assert_close(
+                decoded[i : i + 1],
+                self.decode(component, latents[i : i + 1]),
+                f"decode: item {i} of a batch of 3 against its single run",
+                atol=1e-5,
+                rtol=1e-4,
+            )
 
     def test_size_not_a_multiple_is_an_input_error(self, component: Any) -> None:
         if component.downsample_factor == 1:
             raise NotApplicable("downsample_factor is 1, so every size is a multiple of it")
         for extra in ((1, 0), (0, 1)):
             images = self.images(component, 1, extra=extra)
-            with expect_raises(InputError, f"encode of a {images.shape[2]}×{images.shape[3]} image "
-                               f"(factor {component.downsample_factor})"):
+            with expect_raises(
+                InputError,
+                f"encode of a {images.shape[2]}×{images.shape[3]} image (factor {component.downsample_factor})",
+            ):
                 self.encode(component, images, sample=False)

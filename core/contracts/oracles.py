@@ -6,6 +6,7 @@ A scheduler's forward process is x_t = a_t·x0 + s_t·ε. Both coefficients are 
 output for a known x0 and noise ε is ε, x0, or v = √ᾱ·ε − √(1-ᾱ)·x0 (Salimans & Ho 2022, "Progressive
 Distillation"), per `prediction_type`.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -8,6 +8,7 @@
 The suites themselves need no pytest: their failures carry explicit messages, and a check that does not
 apply raises `unittest.SkipTest`, which pytest reports as a skip.
 """
+
 from __future__ import annotations
 
 import pytest

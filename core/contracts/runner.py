@@ -5,11 +5,13 @@
 returns, fails on `AssertionError` (the message says what was expected and found) or any other exception,
 and passes with a note when it does not apply (`NotApplicable`).
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from core.contracts.base import Contract, NotApplicable
 from core.contracts.dataset import DatasetContract

@@ -5,6 +5,7 @@ with its example config; override it in a subclass to check a sampler against an
 denoisers are test doubles from `core.contracts.oracles`: an oracle that knows x0 (so a correct loop ends
 exactly there) and a context-dependent stand-in.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -45,7 +46,12 @@ class SamplerContract(Contract):
         return x0, OracleDenoiser(x0, scheduler, context_dim=self.context_shape[1])
 
     def run(
-        self, sampler: Any, denoiser: Any, scheduler: Scheduler, *, uncond_context: torch.Tensor | None = None,
+        self,
+        sampler: Any,
+        denoiser: Any,
+        scheduler: Scheduler,
+        *,
+        uncond_context: torch.Tensor | None = None,
         **options: Any,
     ) -> torch.Tensor:
         """One sampler call from fixed noise and context, `steps` steps, a generator of seed 0 unless overridden."""
@@ -68,16 +74,18 @@ class SamplerContract(Contract):
         x0, oracle = self.oracle(scheduler)
         _, uncond = self.contexts()
         latents = self.run(component, oracle, scheduler, uncond_context=uncond, guidance_scale=7.5)
-        assert_close(latents, x0, "final latents at guidance 7.5 when cond and uncond predictions agree",
-                     atol=self.x0_atol)
+        assert_close(
+            latents, x0, "final latents at guidance 7.5 when cond and uncond predictions agree", atol=self.x0_atol
+        )
 
     def test_oracle_lands_on_x0_from_init_latents(self, component: Any) -> None:
         scheduler = self.make_scheduler()
         x0, oracle = self.oracle(scheduler)
         events: list[StepEvent] = []
         latents = self.run(component, oracle, scheduler, init_latents=x0, strength=0.5, callback=events.append)
-        assert_close(latents, x0, "final latents of an img2img run (strength 0.5) with an oracle denoiser",
-                     atol=self.x0_atol)
+        assert_close(
+            latents, x0, "final latents of an img2img run (strength 0.5) with an oracle denoiser", atol=self.x0_atol
+        )
         full = self.make_scheduler()
         full.set_timesteps(self.steps)
         assert 0 < len(events) < len(full.timesteps), (
@@ -87,10 +95,16 @@ class SamplerContract(Contract):
     def test_guidance_one_equals_unguided(self, component: Any) -> None:
         context, _ = self.contexts()
         unguided = self.run(component, self.stand_in(), self.make_scheduler())
-        guided = self.run(component, self.stand_in(), self.make_scheduler(),
-                          uncond_context=context.clone(), guidance_scale=1.0)
-        assert_close(guided, unguided, "guidance 1.0 with uncond_context == context against uncond_context=None",
-                     atol=1e-5, rtol=1e-5)
+        guided = self.run(
+            component, self.stand_in(), self.make_scheduler(), uncond_context=context.clone(), guidance_scale=1.0
+        )
+        assert_close(
+            guided,
+            unguided,
+            "guidance 1.0 with uncond_context == context against uncond_context=None",
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
     def test_callback_once_per_step_in_order(self, component: Any) -> None:
         scheduler = self.make_scheduler()

@@ -6,10 +6,12 @@ scheduler removes part of it" (docs/architecture.md). Rules that draw noise in `
 detected by stepping with two different generators; checks that need determinism are not applicable to
 them, and the x0 check uses a looser tolerance.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import torch
@@ -163,8 +165,12 @@ class SchedulerContract(Contract):
         atol = self.x0_atol_stochastic if stochastic else self.x0_atol
         kind = "stochastic" if stochastic else "deterministic"
         assert_close(
-            sample, x0, f"{kind} rule fed the true {prediction_type} at every step must end at x0 "
-            "(does the last step reach noise level 0, i.e. ᾱ = 1 or σ = 0?)", atol=atol, rtol=atol,
+            sample,
+            x0,
+            f"{kind} rule fed the true {prediction_type} at every step must end at x0 "
+            "(does the last step reach noise level 0, i.e. ᾱ = 1 or σ = 0?)",
+            atol=atol,
+            rtol=atol,
         )
 
     def test_add_noise_matches_forward_process(self, component: Any) -> None:
@@ -182,8 +188,11 @@ class SchedulerContract(Contract):
                 f"t={t.item()}: forward coefficients a={a0}, s={s0} must be finite and > 0"
             )
             assert_close(
-                component.add_noise(x0, noise, t), a * x0 + s * noise,
-                f"t={t.item()}: add_noise(x0, ε) must be a·x0 + s·ε", atol=1e-5, rtol=1e-5,
+                component.add_noise(x0, noise, t),
+                a * x0 + s * noise,
+                f"t={t.item()}: add_noise(x0, ε) must be a·x0 + s·ε",
+                atol=1e-5,
+                rtol=1e-5,
             )
             snrs.append(a0**2 / s0**2)
             noisy = component.add_noise(constant, many, t)  # statistics over 4096 draws
@@ -194,14 +203,16 @@ class SchedulerContract(Contract):
             assert abs(noisy.std().item() / s0 - 1) < 0.1, (
                 f"t={t.item()}: std of add_noise(0.5, ε) is {noisy.std().item():.4f}, expected {s0:.4f}"
             )
-        assert all(lo < hi for lo, hi in zip(snrs, snrs[1:])), (
+        assert all(lo < hi for lo, hi in pairwise(snrs)), (
             f"signal-to-noise a²/s² must grow as t falls; along {timesteps.tolist()} it is {snrs}"
         )
         pair = timesteps[[0, -1]]
         assert_close(
             component.add_noise(x0[:2], noise[:2], pair),
             torch.cat([component.add_noise(x0[i : i + 1], noise[i : i + 1], pair[i]) for i in range(2)]),
-            "add_noise with (B,) timesteps must equal per-sample calls", atol=1e-6, rtol=1e-6,
+            "add_noise with (B,) timesteps must equal per-sample calls",
+            atol=1e-6,
+            rtol=1e-6,
         )
 
     def test_same_generator_same_result(self, component: Any) -> None:

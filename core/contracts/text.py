@@ -3,6 +3,7 @@
 A truncation warning may come through `warnings.warn` or a logging record at WARNING or above; both are
 captured. Modules are put in eval mode and called under `torch.inference_mode()`, as pipelines do.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -38,7 +39,9 @@ class TextConditionerContract(Contract):
         assert isinstance(embeddings, torch.Tensor), f"{what}: got {type(embeddings).__name__}, expected a tensor"
         shape, dtype = tuple(embeddings.shape), embeddings.dtype
         assert shape == expected, f"{what}: shape {shape}, expected {expected}"
-        assert dtype == module_dtype(component), f"{what}: dtype {dtype}, expected the module's {module_dtype(component)}"
+        assert dtype == module_dtype(component), (
+            f"{what}: dtype {dtype}, expected the module's {module_dtype(component)}"
+        )
         assert_finite(embeddings, what)
 
     def test_attributes(self, component: Any) -> None:
@@ -73,5 +76,10 @@ class TextConditionerContract(Contract):
     def test_batch_independence(self, component: Any) -> None:
         batch = self.embed(component, self.prompts)
         for i, prompt in enumerate(self.prompts):
-            assert_close(batch[i : i + 1], self.embed(component, [prompt]),
-                         f"prompt {i} ({prompt!r}) in a batch against its single run", atol=1e-5, rtol=1e-4)
+            assert_close(
+                batch[i : i + 1],
+                self.embed(component, [prompt]),
+                f"prompt {i} ({prompt!r}) in a batch against its single run",
+                atol=1e-5,
+                rtol=1e-4,
+            )

@@ -10,9 +10,11 @@ The autoencoder must have the AutoencoderKL module layout that diffusers and dif
 (`encoder`, `quant_conv`, `post_quant_conv`, `decoder`); the unscaled posterior is what is trained, and
 `scaling_factor` is measured afterwards (`latent_scale`) so that diffusion sees unit-variance latents.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,31 +30,49 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
+class AutoencoderKL(Protocol):
+    """The module layout trained here (diffusers' AutoencoderKL, diffstack's `vae-kl`)."""
+
+    encoder: nn.Module
+    quant_conv: nn.Module | None
+    post_quant_conv: nn.Module | None
+    decoder: nn.Module
+
+
 class KLAutoencoderObjective:
     """Reconstruction + β·KL on batches of `dataset` images (`sample=False`: reconstruct from the posterior mean)."""
 
     def __init__(
-        self, autoencoder: nn.Module, dataset: Dataset, *, beta: float = 1e-4, sample: bool = True, device: torch.device | str = "cpu"
+        self,
+        autoencoder: nn.Module,
+        dataset: Dataset,
+        *,
+        beta: float = 1e-4,
+        sample: bool = True,
+        device: torch.device | str = "cpu",
     ):
         self.module = autoencoder
         self.dataset = dataset
         self.beta = beta
-        self.sample = sample  # False: decode the posterior mean (what a diffusion model trained on cached means produces)
+        # False: decode the posterior mean (what a diffusion model trained on cached means produces)
+        self.sample = sample
         self.device = torch.device(device)
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) in [-1, 1] → (mean, logvar), each (B, C, H/f, W/f), unscaled."""
-        moments = self.module.encoder(images)
-        if self.module.quant_conv is not None:
-            moments = self.module.quant_conv(moments)
+        vae = cast(AutoencoderKL, self.module)
+        moments = vae.encoder(images)
+        if vae.quant_conv is not None:
+            moments = vae.quant_conv(moments)
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f)."""
-        if self.module.post_quant_conv is not None:
-            z = self.module.post_quant_conv(z)
-        return self.module.decoder(z)
+        vae = cast(AutoencoderKL, self.module)
+        if vae.post_quant_conv is not None:
+            z = vae.post_quant_conv(z)
+        return vae.decoder(z)
 
     def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         images, _ = sample_batch(self.dataset, batch_size, generator)

@@ -10,15 +10,17 @@ Targets treat every pair with the *same caption* as a positive (a small caption 
 Mean pooling over all L positions replaces CLIP's EOS pooling so that any TextConditioner can be trained;
 with a causal text tower the positions after EOS see the whole caption.
 """
+
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.interfaces import Dataset
+from core.interfaces import Dataset, TextConditioner
 from core.training.data import sample_batch
 
 
@@ -54,21 +56,22 @@ class ContrastiveObjective:
     """InfoNCE between captions and images of `dataset`."""
 
     def __init__(self, text: nn.Module, dataset: Dataset, *, embed_dim: int = 64, device: torch.device | str = "cpu"):
-        self.module = CLIPPair(text, text.embedding_dim, embed_dim).to(device)
+        self.pair = CLIPPair(text, cast(TextConditioner, text).embedding_dim, embed_dim).to(device)
+        self.module: nn.Module = self.pair  # what the loop trains and checkpoints
         self.dataset = dataset
         self.device = torch.device(device)
 
     def embed(self, images: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (image embeddings (B, E), text embeddings (B, E)), both unit-norm."""
-        pooled = self.module.text(captions).mean(dim=1)  # (B, D)
-        text = F.normalize(self.module.text_projection(pooled), dim=-1)
-        image = F.normalize(self.module.image(images), dim=-1)
+        pooled = self.pair.text(captions).mean(dim=1)  # (B, D)
+        text = F.normalize(self.pair.text_projection(pooled), dim=-1)
+        image = F.normalize(self.pair.image(images), dim=-1)
         return image, text
 
     def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         images, captions = sample_batch(self.dataset, batch_size, generator)
         image, text = self.embed(images.to(self.device), captions)
-        scale = self.module.logit_scale.clamp(max=math.log(100.0)).exp()
+        scale = self.pair.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * image @ text.T  # (B, B)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=self.device)
         targets = same / same.sum(dim=1, keepdim=True)

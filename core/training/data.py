@@ -1,4 +1,5 @@
 """Batches from any `Dataset`: indices drawn with the step's generator, images stacked, captions listed."""
+
 from __future__ import annotations
 
 import torch

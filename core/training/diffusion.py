@@ -8,6 +8,7 @@ diffusion of Rombach et al. (2022); caption dropout for classifier-free guidance
 
 Generic over the Denoiser interface; the text contexts are cached too (the text tower is frozen).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,11 @@ from core.training.data import stack
 
 
 @torch.no_grad()
-def cache_latents(encoder, dataset: Dataset, n: int, batch_size: int = 128, device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[str]]:
-    """Items 0..n-1 of `dataset` → (scaled latents (n, C, h, w) = encoder.encode(·, sample=False) on CPU, n captions)."""
+def cache_latents(
+    encoder, dataset: Dataset, n: int, batch_size: int = 128, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list[str]]:
+    """Items 0..n-1 of `dataset` → (scaled latents (n, C, h, w) = encoder.encode(·, sample=False) on CPU,
+    n captions)."""
     latents, captions = [], []
     for start in range(0, n, batch_size):
         images, batch_captions = stack(dataset, list(range(start, min(n, start + batch_size))))
@@ -31,10 +35,13 @@ def cache_latents(encoder, dataset: Dataset, n: int, batch_size: int = 128, devi
 
 @torch.no_grad()
 def cache_contexts(text, captions: list[str], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Captions → (caption index per item (n,), contexts of the distinct captions (K, L, D), context of "" (L, D)), on CPU."""
+    """Captions → (caption index per item (n,), contexts of the distinct captions (K, L, D), context of ""
+    (L, D)), on CPU."""
     distinct = sorted(set(captions))
     index = {caption: i for i, caption in enumerate(distinct)}
-    contexts = torch.cat([text(distinct[i : i + batch_size]).float().cpu() for i in range(0, len(distinct), batch_size)])
+    contexts = torch.cat(
+        [text(distinct[i : i + batch_size]).float().cpu() for i in range(0, len(distinct), batch_size)]
+    )
     return torch.tensor([index[c] for c in captions]), contexts, text([""])[0].float().cpu()
 
 
@@ -42,8 +49,16 @@ class DiffusionObjective:
     """Noise-prediction loss of `denoiser` on cached latents and contexts."""
 
     def __init__(
-        self, denoiser: nn.Module, alphas_cumprod: torch.Tensor, latents: torch.Tensor, caption_index: torch.Tensor,
-        contexts: torch.Tensor, uncond_context: torch.Tensor, *, caption_dropout: float = 0.1, device: torch.device | str = "cpu",
+        self,
+        denoiser: nn.Module,
+        alphas_cumprod: torch.Tensor,
+        latents: torch.Tensor,
+        caption_index: torch.Tensor,
+        contexts: torch.Tensor,
+        uncond_context: torch.Tensor,
+        *,
+        caption_dropout: float = 0.1,
+        device: torch.device | str = "cpu",
     ):
         self.module = denoiser
         self.device = torch.device(device)
@@ -60,7 +75,9 @@ class DiffusionObjective:
         noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator).to(self.device)
         drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout).to(self.device)
         x0 = self.latents[items]  # (B, C, h, w)
-        context = torch.where(drop[:, None, None], self.uncond_context, self.contexts[self.caption_index[items]])  # (B, L, D)
+        context = torch.where(
+            drop[:, None, None], self.uncond_context, self.contexts[self.caption_index[items]]
+        )  # (B, L, D)
         a = self.alphas_cumprod[t].sqrt()[:, None, None, None]
         s = (1 - self.alphas_cumprod[t]).sqrt()[:, None, None, None]
         prediction = self.module(a * x0 + s * noise, t, context)

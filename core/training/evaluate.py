@@ -6,9 +6,11 @@ item i) and `analyse(image (3, H, W) in [-1, 1]) -> {name: value}` (what the pix
 any text-to-image callable: `generate(prompts, seed) -> (B, 3, H, W)` in [-1, 1], image j drawn with seed + j —
 `lambda prompts, seed: pipe(prompts, seed=seed).pixels` is one.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -17,7 +19,9 @@ Generate = Callable[[list[str], int], torch.Tensor]
 JOINT = ("background", "color", "shape")  # "all three" = these three attributes right at once
 
 
-def attribute_accuracy(generate: Generate, dataset: Any, n: int, *, seed: int = 0, batch_size: int = 50) -> dict[str, float]:
+def attribute_accuracy(
+    generate: Generate, dataset: Any, n: int, *, seed: int = 0, batch_size: int = 50
+) -> dict[str, float]:
     """Generate items 0..n-1's captions (item i with seed + i) → {attribute: fraction right, "all three": …}."""
     truth = [dataset.attributes(i) for i in range(n)]
     names = list(truth[0])
@@ -25,7 +29,7 @@ def attribute_accuracy(generate: Generate, dataset: Any, n: int, *, seed: int = 
     for start in range(0, n, batch_size):
         indices = list(range(start, min(n, start + batch_size)))
         images = generate([dataset[i][1] for i in indices], seed + start)  # (B, 3, H, W) in [-1, 1]
-        for i, image in zip(indices, images):
+        for i, image in zip(indices, images, strict=True):
             seen = dataset.analyse(image)
             for name in names:
                 right[name] += seen[name] == truth[i][name]

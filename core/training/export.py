@@ -3,6 +3,7 @@ plugin and config they were trained with, so a later stage (or the registry bloc
 
     metadata {"kind": "encoder", "plugin": "vae-kl", "config": "<JSON of the plugin config>"}
 """
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,18 @@ from core.weights import load_into, load_state_dict
 
 
 def save_component(
-    state: dict[str, torch.Tensor], path: str | Path, *, kind: str, plugin: str, config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    kind: str,
+    plugin: str,
+    config: dict[str, Any],
     dtype: torch.dtype = torch.float32,
 ) -> None:
     """Write `state` (floating tensors cast to `dtype`) with its kind, plugin and config as metadata."""
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone() for k, v in state.items()}
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone() for k, v in state.items()
+    }
     metadata = {"kind": kind, "plugin": plugin, "config": json.dumps(config)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -38,7 +46,9 @@ def component_info(path: str | Path) -> dict[str, Any]:
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}
     if not {"kind", "plugin", "config"} <= set(metadata):
-        raise WeightsError(f"{path}: no kind/plugin/config metadata", hint="write it with core.training.export.save_component")
+        raise WeightsError(
+            f"{path}: no kind/plugin/config metadata", hint="write it with core.training.export.save_component"
+        )
     return {"kind": metadata["kind"], "plugin": metadata["plugin"], "config": json.loads(metadata["config"])}
 
 

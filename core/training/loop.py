@@ -9,6 +9,7 @@ with (seed, k), so a run resumed from a checkpoint at step k continues exactly a
     state.json               {"step": k, "config": {...}, "param_groups": [...]}
     log.jsonl                one line {"step", "loss", "lr", ...metrics} per `log_every` steps
 """
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,9 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(objective: Objective, config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    objective: Objective, config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+) -> TrainResult:
     """Run `config.steps` steps (from the checkpoint in `out` when `resume`), checkpointing into `out`.
 
     The objective's module must already sit on the training device. Returns the final state; the EMA
@@ -141,7 +144,9 @@ def _update_ema(ema: dict[str, torch.Tensor], module: nn.Module, decay: float) -
             ema[key].copy_(value)
 
 
-def _save(out: Path, module: nn.Module, optimizer: torch.optim.Optimizer, ema: dict | None, config: TrainConfig, step: int) -> None:
+def _save(
+    out: Path, module: nn.Module, optimizer: torch.optim.Optimizer, ema: dict | None, config: TrainConfig, step: int
+) -> None:
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
     if ema is not None:
         tensors |= {f"ema.{k}": v for k, v in ema.items()}
@@ -160,7 +165,7 @@ def _load(out: Path, module: nn.Module, optimizer: torch.optim.Optimizer, ema: d
     meta = json.loads((out / STATE).read_text())
     tensors = load_file(str(out / CHECKPOINT))
     device = next(module.parameters()).device
-    module.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    module.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         for key in ema:
             ema[key].copy_(tensors[f"ema.{key}"])

@@ -4,6 +4,7 @@ Data only — plugin names and configs, resolved through the plugin manager like
 different model is a different table, not different code. Each stage's `train` values are the defaults of
 `diffstack train STAGE` (command-line options override them).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,12 +63,22 @@ UNET: dict[str, Any] = {
         "cross_attention_dim": 64,
         "norm_num_groups": 8,
     },
-    "schedule": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "schedule": {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+    },
     "caption_dropout": 0.1,
     "cached_images": 20_000,
     "train": {"steps": 2500, "batch_size": 64, "lr": 1e-3, "warmup": 100, "ema_decay": 0.998},
 }
 
 STAGES: dict[str, dict[str, Any]] = {"vae": VAE, "decoder": DECODER, "clip": CLIP, "unet": UNET}
-WEIGHT_FILES: dict[str, str] = {"vae": "encoder.safetensors", "decoder": "encoder.safetensors", "clip": "text.safetensors", "unet": "denoiser.safetensors"}
+WEIGHT_FILES: dict[str, str] = {
+    "vae": "encoder.safetensors",
+    "decoder": "encoder.safetensors",
+    "clip": "text.safetensors",
+    "unet": "denoiser.safetensors",
+}
 KINDS: dict[str, str] = {"vae": "encoder", "decoder": "encoder", "clip": "text", "unet": "denoiser"}

@@ -9,6 +9,7 @@ with `export.save_component`; `RUNNERS` maps each stage's name to its `run_<stag
     unet     ε-prediction on latents of the trained encoder, conditioned by the trained text tower
              (both frozen, their outputs cached) → denoiser.safetensors (EMA weights)
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,26 +65,43 @@ def run_vae(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, de
     recipe = recipes.VAE
     torch.manual_seed(config.seed)
     vae = create("encoder", recipe["plugin"], **recipe["config"]).to(device)
-    objective = KLAutoencoderObjective(vae, dataset("train", config.seed + TRAIN_SEED_OFFSET), beta=recipe["beta"], device=device)
+    objective = KLAutoencoderObjective(
+        vae, dataset("train", config.seed + TRAIN_SEED_OFFSET), beta=recipe["beta"], device=device
+    )
     result = train(objective, config, out, resume=resume)
     images = fresh_images(FRESH_IMAGES, config.seed, device)
     scale = latent_scale(vae, images)
     exported = {**recipe["config"], "scaling_factor": scale}
-    save_component(vae.state_dict(), model_dir / recipes.WEIGHT_FILES["vae"], kind="encoder", plugin=recipe["plugin"], config=exported)
+    save_component(
+        vae.state_dict(),
+        model_dir / recipes.WEIGHT_FILES["vae"],
+        kind="encoder",
+        plugin=recipe["plugin"],
+        config=exported,
+    )
     encoder = load_component(model_dir / recipes.WEIGHT_FILES["vae"], device=device)
     return {"result": result, "psnr": vae_psnr(encoder, images), "scaling_factor": scale}
 
 
 def run_clip(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
     """Pre-train text and image towers contrastively, export the text tower (float16); returns
-    {"result", "retrieval_accuracy"}: image → caption top-1 accuracy over FRESH_IMAGES fresh images and their captions."""
+    {"result", "retrieval_accuracy"}: image → caption top-1 accuracy over FRESH_IMAGES fresh images and their
+    captions."""
     recipe = recipes.CLIP
     torch.manual_seed(config.seed)
     text = create("text", recipe["plugin"], **recipe["config"]).to(device)
-    objective = ContrastiveObjective(text, dataset("train", config.seed + TRAIN_SEED_OFFSET), embed_dim=recipe["embed_dim"], device=device)
+    objective = ContrastiveObjective(
+        text, dataset("train", config.seed + TRAIN_SEED_OFFSET), embed_dim=recipe["embed_dim"], device=device
+    )
     result = train(objective, config, out, resume=resume)
-    save_component(text.state_dict(), model_dir / recipes.WEIGHT_FILES["clip"], kind="text", plugin=recipe["plugin"],
-                   config=recipe["config"], dtype=torch.float16)
+    save_component(
+        text.state_dict(),
+        model_dir / recipes.WEIGHT_FILES["clip"],
+        kind="text",
+        plugin=recipe["plugin"],
+        config=recipe["config"],
+        dtype=torch.float16,
+    )
     images, captions = stack(dataset("all", config.seed + EVAL_SEED_OFFSET, FRESH_IMAGES), list(range(FRESH_IMAGES)))
     with torch.no_grad():
         image, caption = objective.embed(images.to(device), captions)
@@ -109,7 +127,8 @@ def unet_cache(model_dir: Path, out: Path, n: int, seed: int, device: torch.devi
 
 
 def run_unet(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
-    """Train the denoiser on cached latents and contexts, export its EMA weights (float16); returns {"result", "latent_std"}."""
+    """Train the denoiser on cached latents and contexts, export its EMA weights (float16); returns
+    {"result", "latent_std"}."""
     recipe = recipes.UNET
     text_info = component_info(model_dir / recipes.WEIGHT_FILES["clip"])
     unet_config = {**recipe["config"], "cross_attention_dim": text_info["config"]["hidden_size"]}
@@ -117,15 +136,32 @@ def run_unet(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, d
     torch.manual_seed(config.seed)
     unet = create("denoiser", recipe["plugin"], **unet_config).to(device)
     schedule = schedules.alphas_cumprod(schedules.ScheduleConfig(**recipe["schedule"]))
-    objective = DiffusionObjective(unet, schedule, cache["latents"], cache["caption_index"], cache["contexts"], cache["uncond"],
-                                   caption_dropout=recipe["caption_dropout"], device=device)
+    objective = DiffusionObjective(
+        unet,
+        schedule,
+        cache["latents"],
+        cache["caption_index"],
+        cache["contexts"],
+        cache["uncond"],
+        caption_dropout=recipe["caption_dropout"],
+        device=device,
+    )
     result = train(objective, config, out, resume=resume)
-    save_component(result.ema, model_dir / recipes.WEIGHT_FILES["unet"], kind="denoiser", plugin=recipe["plugin"],
-                   config=unet_config, dtype=torch.float16)
+    assert result.ema is not None  # the recipe sets ema_decay
+    save_component(
+        result.ema,
+        model_dir / recipes.WEIGHT_FILES["unet"],
+        kind="denoiser",
+        plugin=recipe["plugin"],
+        config=unet_config,
+        dtype=torch.float16,
+    )
     return {"result": result, "latent_std": cache["latents"].std().item()}
 
 
-def run_decoder(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device) -> dict[str, Any]:
+def run_decoder(
+    config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, device: torch.device
+) -> dict[str, Any]:
     """Fine-tune the trained autoencoder's decoder on posterior means with its encoder frozen (latents and
     scaling factor stay the same) and re-export it; returns {"result", "psnr_before", "psnr"}."""
     path = model_dir / recipes.WEIGHT_FILES["decoder"]
@@ -135,7 +171,13 @@ def run_decoder(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool
     before = vae_psnr(vae, images)
     for part in (vae.encoder, vae.quant_conv):
         part.requires_grad_(False)
-    objective = KLAutoencoderObjective(vae, dataset("train", config.seed + TRAIN_SEED_OFFSET + 1), beta=recipes.DECODER["beta"], sample=False, device=device)
+    objective = KLAutoencoderObjective(
+        vae,
+        dataset("train", config.seed + TRAIN_SEED_OFFSET + 1),
+        beta=recipes.DECODER["beta"],
+        sample=False,
+        device=device,
+    )
     result = train(objective, config, out, resume=resume)
     save_component(vae.state_dict(), path, kind="encoder", plugin=info["plugin"], config=info["config"])
     return {"result": result, "psnr_before": before, "psnr": vae_psnr(load_component(path, device=device), images)}
@@ -143,5 +185,8 @@ def run_decoder(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool
 
 # stage name (a key of recipes.STAGES) → run_<stage>(config, out, model_dir, *, resume, device) → its report
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "vae": run_vae, "decoder": run_decoder, "clip": run_clip, "unet": run_unet
+    "vae": run_vae,
+    "decoder": run_decoder,
+    "clip": run_clip,
+    "unet": run_unet,
 }

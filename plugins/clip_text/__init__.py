@@ -8,6 +8,7 @@ OpenAI's vocabulary shipped in `vocab/`. Config names are transformers' `CLIPTex
 `text_encoder/config.json` maps onto them; `clip_skip` follows the community convention (1 = last layer,
 2 = penultimate, as SD 2.x and many fine-tunes use), i.e. diffusers' `clip_skip` + 1.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,7 +100,10 @@ def diffstack_components():
             factory=CLIPText,
             config=Config,
             example_config={
-                "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
             },
             description="CLIP text transformer + BPE tokenizer (SD 1.x/2.x text encoder)",
         )

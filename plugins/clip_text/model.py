@@ -7,8 +7,10 @@ Supervision"; a GPT-2-style pre-norm causal transformer (reference: transformers
 Attribute names follow `CLIPTextModel`'s checkpoint keys (`text_model.encoder.layers.0.self_attn.q_proj.weight`,
 …) so diffusers `text_encoder/` weights load without a mapping table.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,7 +26,7 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"quick_gelu": quick_gelu, "gelu": F.gelu}
 
 
 class Embeddings(nn.Module):

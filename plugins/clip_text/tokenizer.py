@@ -18,12 +18,14 @@ Only BOS and EOS written literally in a prompt are read as special tokens. trans
 pad token, which changes the ids of "!" under SD 2.x tokenizers (pad "!"); OpenCLIP, which SD 2.x was
 trained with, does not, and neither do we.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
@@ -66,7 +68,7 @@ def read_bpe_gz(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
         )
     alphabet = byte_alphabet()
     tokens = alphabet + [c + END_OF_WORD for c in alphabet] + ["".join(m) for m in merges] + [BOS, EOS]
-    return {token: i for i, token in enumerate(tokens)}, merges
+    return {token: i for i, token in enumerate(tokens)}, cast(list[tuple[str, str]], merges)  # pairs, checked above
 
 
 def read_folder(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]], dict[str, str]]:
@@ -122,7 +124,7 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], list[tuple[str, str
     bad = next((m for m in merges if len(m) != 2), None)
     if model.get("type") != "BPE" or bad is not None:
         raise WeightsError(f"{path}: expected a BPE model with 'a b' merges", hint="use a CLIP tokenizer folder")
-    return vocab, merges
+    return vocab, cast(list[tuple[str, str]], merges)  # pairs, checked above
 
 
 def locate_vocabulary(source: str | Path | None) -> Path:
@@ -142,7 +144,8 @@ def locate_vocabulary(source: str | Path | None) -> Path:
         if (folder / "tokenizer.json").is_file():
             return folder
     found = (
-        "no such file or folder" if not path.exists()
+        "no such file or folder"
+        if not path.exists()
         else "no vocab.json + merges.txt, no tokenizer.json, and not a .gz file"
     )
     raise WeightsError(f"CLIP tokenizer vocabulary {path}: {found}", hint=hint)

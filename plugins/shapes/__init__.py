@@ -7,6 +7,7 @@ rule, `analyse` for the pixel analyser that evaluation scores generated images w
 Besides the `Dataset` protocol the component offers what attribute evaluation needs: `attributes(i)` (the
 ground truth of item i), `analyse(image)` (what the pixels show), and `is_heldout(attributes)`.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@
 
 An image with fewer than `MIN_PIXELS` foreground pixels reads as color, shape and size "none".
 """
+
 from __future__ import annotations
 
 import numpy as np

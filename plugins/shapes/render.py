@@ -9,6 +9,7 @@ Of the 8 · 3 · 7 = 168 (colour, shape, background) combinations, the fixed rul
 (≈ 10 %) out of the training split, to measure compositional generalisation: each held-out combination's
 colour, shape and background are all seen in training, only not together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

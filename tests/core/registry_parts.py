@@ -2,6 +2,7 @@
 
 Loaded by registry files through `plugins: [registry_parts]` (a module next to the registry file).
 """
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field

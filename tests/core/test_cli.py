@@ -1,4 +1,5 @@
 """The `diffstack` command: listing, validation, errors as one clear message with the right exit code."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,9 @@ def test_list_shows_installed_plugins_with_their_package(install_distribution, c
 
 def test_list_reports_a_broken_plugin_and_goes_on(install_distribution, capsys):
     install_distribution("acme-loops", "3.1.4", entry_points={"acme": "acme_loops"}, modules={"acme_loops": PLUGIN})
-    install_distribution("bad-dist", "0.0.1", entry_points={"bad": "bad_mod"}, modules={"bad_mod": "import not_installed_xyz"})
+    install_distribution(
+        "bad-dist", "0.0.1", entry_points={"bad": "bad_mod"}, modules={"bad_mod": "import not_installed_xyz"}
+    )
     assert main(["list", "plugins"]) == 0
     captured = capsys.readouterr()
     assert "warning: plugin 'bad' from package bad-dist 0.0.1 failed to load and was skipped" in captured.err

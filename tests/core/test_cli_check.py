@@ -1,4 +1,5 @@
 """`diffstack check KIND/NAME` runs the contract suite on an installed plugin and prints each check."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,7 +19,8 @@ class SwappedTimesteps(toy_plugin.ToyScheduler):
 
 @hookimpl
 def diffstack_components():
-    return [ComponentSpec(kind="scheduler", name="swapped", factory=SwappedTimesteps, config=toy_plugin.ToySchedulerConfig)]
+    config = toy_plugin.ToySchedulerConfig
+    return [ComponentSpec(kind="scheduler", name="swapped", factory=SwappedTimesteps, config=config)]
 """
 
 
@@ -44,7 +46,9 @@ def test_check_uses_the_given_config(capsys):
 
 
 def test_check_fails_a_broken_plugin_on_the_check_it_violates(install_distribution, capsys):
-    install_distribution("broken-scheduler", "1.0", entry_points={"swapped": "swapped_mod"}, modules={"swapped_mod": BROKEN})
+    install_distribution(
+        "broken-scheduler", "1.0", entry_points={"swapped": "swapped_mod"}, modules={"swapped_mod": BROKEN}
+    )
     assert main(["check", "scheduler/swapped"]) == 1
     out = capsys.readouterr().out
     failed = [line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("  FAIL")]

@@ -2,8 +2,10 @@
 
 The components are the toy ones from tests/toy_plugin.py (the VP DDIM and the σ-space Euler scheduler,
 every prediction type), plus a stochastic variant of the toy scheduler (DDIM with eta = 1) to exercise the
-suite's stochastic path. The pytest plugin is checked in-process with pytester. `test_contracts_can_fail.py` shows that every suite rejects broken components.
+suite's stochastic path. The pytest plugin is checked in-process with pytester. `test_contracts_can_fail.py`
+shows that every suite rejects broken components.
 """
+
 from __future__ import annotations
 
 import math

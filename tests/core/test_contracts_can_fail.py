@@ -3,10 +3,12 @@
 Each case subclasses a correct toy component from tests/toy_plugin.py, breaks one property, runs the suite
 through `run_contract`, and asserts which checks fail (with a useful message) and that the others pass.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,8 +16,8 @@ import toy_plugin as toy
 from pydantic import ConfigDict, field_serializer
 
 from core import StepEvent
-from core.interfaces import SamplerInputs, should_stop
 from core.contracts import SamplerContract, run_contract
+from core.interfaces import SamplerInputs, should_stop
 
 Scheduler, Denoiser, Encoder = toy.ToyScheduler, toy.ToyDenoiser, toy.ToyEncoder
 Text, Sampler = toy.ToyText, toy.ToySampler
@@ -155,15 +157,18 @@ SCHEDULER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "strength ignored": (lambda: IgnoresStrength(toy.ToySchedulerConfig()), {"strength_keeps_the_last_steps"}),
     "init_noise_sigma 0": (lambda: ZeroInitSigma(toy.ToySchedulerConfig()), {"init_noise_sigma"}),
     "scale_model_input upcasts": (
-        lambda: ScaleUpcasts(toy.ToySchedulerConfig()), {"scale_model_input_keeps_shape_dtype_device"},
+        lambda: ScaleUpcasts(toy.ToySchedulerConfig()),
+        {"scale_model_input_keeps_shape_dtype_device"},
     ),
     "pred_original_sample of one item": (lambda: PredictedX0OfFirstItem(toy.ToySchedulerConfig()), {"step_output"}),
     "last step stops short of ᾱ=1": (lambda: LastAlphaNotOne(toy.ToySchedulerConfig()), {"true_noise_ends_at_x0"}),
     "prediction_type ignored": (
-        lambda: AlwaysEpsilon(toy.ToySchedulerConfig(prediction_type="v_prediction")), {"true_noise_ends_at_x0"},
+        lambda: AlwaysEpsilon(toy.ToySchedulerConfig(prediction_type="v_prediction")),
+        {"true_noise_ends_at_x0"},
     ),
     "add_noise ignores per-sample timesteps": (
-        lambda: AddNoiseFirstTimestepOnly(toy.ToySchedulerConfig()), {"add_noise_matches_forward_process"},
+        lambda: AddNoiseFirstTimestepOnly(toy.ToySchedulerConfig()),
+        {"add_noise_matches_forward_process"},
     ),
     "generator ignored": (
         lambda: IgnoresGenerator(toy.ToySchedulerConfig()),
@@ -172,11 +177,13 @@ SCHEDULER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "fp16 step returns fp32": (lambda: Fp16Upcasts(toy.ToySchedulerConfig()), {"fp16_in_fp16_out"}),
     "config not frozen": (lambda: Scheduler(MutableConfig()), {"config_is_frozen_pydantic"}),
     "config loses precision in JSON": (
-        lambda: Scheduler(LossyJsonConfig(beta_end=0.0123)), {"config_round_trips_through_json"},
+        lambda: Scheduler(LossyJsonConfig(beta_end=0.0123)),
+        {"config_round_trips_through_json"},
     ),
     "batch items coupled": (lambda: BatchCoupled(toy.ToySchedulerConfig()), {"batch_of_n_equals_n_singles"}),
     "raw error before set_timesteps": (
-        lambda: RawErrorBeforeSetTimesteps(toy.ToySchedulerConfig()), {"step_before_set_timesteps_is_an_input_error"},
+        lambda: RawErrorBeforeSetTimesteps(toy.ToySchedulerConfig()),
+        {"step_before_set_timesteps_is_an_input_error"},
     ),
 }
 
@@ -233,10 +240,12 @@ DENOISER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "float timesteps rescaled": (lambda: FloatTimestepsRescaled(toy.ToyDenoiserConfig()), {"timestep_forms_agree"}),
     "batch statistics": (lambda: BatchNormalised(toy.ToyDenoiserConfig()), {"batch_independence"}),
     "weight outside the state dict": (
-        lambda: StateDictMissesABias(toy.ToyDenoiserConfig()), {"safetensors_round_trip"},
+        lambda: StateDictMissesABias(toy.ToyDenoiserConfig()),
+        {"safetensors_round_trip"},
     ),
     "raw torch error for a wrong context": (
-        lambda: NoContextCheck(toy.ToyDenoiserConfig()), {"wrong_context_width_is_a_diffstack_error"},
+        lambda: NoContextCheck(toy.ToyDenoiserConfig()),
+        {"wrong_context_width_is_a_diffstack_error"},
     ),
 }
 
@@ -294,12 +303,14 @@ ENCODER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "decode crops a row": (lambda: DecodeCrops(toy.ToyEncoderConfig()), {"decode_keeps_shape"}),
     "decode leaves [-1, 1]": (lambda: UnclampedDecode(toy.ToyEncoderConfig()), {"decode_range"}),
     "sample=False samples": (
-        lambda: ModeSamples(toy.ToyEncoderConfig()), {"mode_is_deterministic", "batch_independence"},
+        lambda: ModeSamples(toy.ToyEncoderConfig()),
+        {"mode_is_deterministic", "batch_independence"},
     ),
     "generator ignored": (lambda: GlobalRngSampling(toy.ToyEncoderConfig()), {"sampling_reproducible_with_generator"}),
     "batch statistics": (lambda: BatchCentred(toy.ToyEncoderConfig()), {"batch_independence"}),
     "raw torch error for a bad size": (
-        lambda: NoSizeCheck(toy.ToyEncoderConfig()), {"size_not_a_multiple_is_an_input_error"},
+        lambda: NoSizeCheck(toy.ToyEncoderConfig()),
+        {"size_not_a_multiple_is_an_input_error"},
     ),
 }
 
@@ -382,7 +393,9 @@ class DropsLastStep(Sampler):
         scheduler = job.scheduler
         scheduler.set_timesteps(job.steps, strength=job.strength or 1.0 if job.init_latents is not None else 1.0)
         timesteps = scheduler.timesteps
-        latents = job.noise if job.init_latents is None else scheduler.add_noise(job.init_latents, job.noise, timesteps[0])
+        latents = (
+            job.noise if job.init_latents is None else scheduler.add_noise(job.init_latents, job.noise, timesteps[0])
+        )
         for i, t in enumerate(timesteps[:-1]):
             pred = self._predict(latents, t, job)
             latents = scheduler.step(pred, t, latents, generator=job.generator).prev_sample
@@ -449,20 +462,28 @@ SAMPLER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     ),
     "last step dropped": (
         lambda: DropsLastStep(toy.ToySamplerConfig()),
-        {"oracle_lands_on_x0", "oracle_lands_on_x0_with_guidance", "oracle_lands_on_x0_from_init_latents",
-         "callback_once_per_step_in_order"},
+        {
+            "oracle_lands_on_x0",
+            "oracle_lands_on_x0_with_guidance",
+            "oracle_lands_on_x0_from_init_latents",
+            "callback_once_per_step_in_order",
+        },
     ),
     "callback timesteps shifted": (
-        lambda: CallbackOneTimestepAhead(toy.ToySamplerConfig()), {"callback_once_per_step_in_order"},
+        lambda: CallbackOneTimestepAhead(toy.ToySamplerConfig()),
+        {"callback_once_per_step_in_order"},
     ),
     "request_stop ignored": (lambda: IgnoresStop(toy.ToySamplerConfig()), {"request_stop_ends_early"}),
     "input scaling skipped": (
-        lambda: SkipsInputScaling(toy.ToySamplerConfig()), {"oracle_lands_on_x0", "oracle_lands_on_x0_with_guidance"},
+        lambda: SkipsInputScaling(toy.ToySamplerConfig()),
+        {"oracle_lands_on_x0", "oracle_lands_on_x0_with_guidance"},
     ),
     "init_latents ignored": (
-        lambda: IgnoresInitLatents(toy.ToySamplerConfig()), {"oracle_lands_on_x0_from_init_latents"},
+        lambda: IgnoresInitLatents(toy.ToySamplerConfig()),
+        {"oracle_lands_on_x0_from_init_latents"},
     ),
 }
+
 
 # ---------------------------------------------------------------------------------------------- datasets
 class Empty(toy.ToyDataset):
@@ -496,8 +517,12 @@ class Wraps(toy.ToyDataset):
 DATASET_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "empty": (
         lambda: Empty(toy.ToyDatasetConfig()),
-        {"has_items", "items_are_images_in_range_with_captions", "same_index_same_item",
-         "index_past_the_end_is_an_index_error"},
+        {
+            "has_items",
+            "items_are_images_in_range_with_captions",
+            "same_index_same_item",
+            "index_past_the_end_is_an_index_error",
+        },
     ),
     "pixels in [0, 255]": (lambda: OutOfRange(toy.ToyDatasetConfig()), {"items_are_images_in_range_with_captions"}),
     "random captions": (lambda: Shuffled(toy.ToyDatasetConfig()), {"same_index_same_item"}),
@@ -507,8 +532,12 @@ DATASET_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
 CASES = [
     pytest.param(kind, make, expected, id=f"{kind}: {name}")
     for kind, cases in [
-        ("scheduler", SCHEDULER_CASES), ("denoiser", DENOISER_CASES), ("encoder", ENCODER_CASES),
-        ("text", TEXT_CASES), ("sampler", SAMPLER_CASES), ("dataset", DATASET_CASES),
+        ("scheduler", SCHEDULER_CASES),
+        ("denoiser", DENOISER_CASES),
+        ("encoder", ENCODER_CASES),
+        ("text", TEXT_CASES),
+        ("sampler", SAMPLER_CASES),
+        ("dataset", DATASET_CASES),
     ]
     for name, (make, expected) in cases.items()
 ]

@@ -1,4 +1,5 @@
 """`core.create`: one component from its plugin's Config, with field-level errors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Importing core and creating a scheduler loads no packing code (`core.prepacked`, `core.winograd`): those
 are imported only when a part is optimised (`core.performance.optimise_part`)."""
+
 from __future__ import annotations
 
 import subprocess

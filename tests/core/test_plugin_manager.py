@@ -1,4 +1,5 @@
 """Plugin discovery: entry points under guards, provenance, clashes, strict mode, hook validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,9 @@ def plugin_source(kind: str = "scheduler", name: str = "acme") -> str:
 
 
 def test_entry_point_plugin_is_discovered_with_its_package(install_distribution):
-    install_distribution("acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()})
+    install_distribution(
+        "acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()}
+    )
     manager = PluginManager.discover()
     record = manager.get("scheduler", "acme")
     assert record.plugin.distribution == "acme-schedulers"
@@ -41,9 +44,14 @@ def test_entry_point_plugin_is_discovered_with_its_package(install_distribution)
 
 
 def test_broken_plugin_is_reported_and_skipped_while_others_load(install_distribution, caplog):
-    install_distribution("good-dist", "0.1", entry_points={"good": "good_mod"}, modules={"good_mod": plugin_source(name="good")})
     install_distribution(
-        "broken-dist", "9.9", entry_points={"broken": "broken_mod"}, modules={"broken_mod": "raise ImportError('no numpy here')"}
+        "good-dist", "0.1", entry_points={"good": "good_mod"}, modules={"good_mod": plugin_source(name="good")}
+    )
+    install_distribution(
+        "broken-dist",
+        "9.9",
+        entry_points={"broken": "broken_mod"},
+        modules={"broken_mod": "raise ImportError('no numpy here')"},
     )
     manager = PluginManager.discover()
     assert manager.get("scheduler", "good")
@@ -69,8 +77,12 @@ def test_plugin_whose_hook_returns_garbage_is_guarded(install_distribution):
 
 
 def test_two_providers_of_one_name_is_an_error_naming_both(install_distribution):
-    install_distribution("first-dist", "1.0", entry_points={"first": "first_mod"}, modules={"first_mod": plugin_source()})
-    install_distribution("second-dist", "2.0", entry_points={"second": "second_mod"}, modules={"second_mod": plugin_source()})
+    install_distribution(
+        "first-dist", "1.0", entry_points={"first": "first_mod"}, modules={"first_mod": plugin_source()}
+    )
+    install_distribution(
+        "second-dist", "2.0", entry_points={"second": "second_mod"}, modules={"second_mod": plugin_source()}
+    )
     manager = PluginManager.discover()
     with pytest.raises(PluginError) as caught:
         manager.components()
@@ -80,7 +92,9 @@ def test_two_providers_of_one_name_is_an_error_naming_both(install_distribution)
 
 
 def test_unknown_name_suggests_the_closest_and_lists_all(install_distribution):
-    install_distribution("acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()})
+    install_distribution(
+        "acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()}
+    )
     with pytest.raises(PluginError, match=r"no scheduler plugin named 'acmee' \(did you mean 'acme'\?\)") as caught:
         PluginManager.discover().get("scheduler", "acmee")
     assert "acme" in caught.value.hint
@@ -91,7 +105,9 @@ def test_unknown_name_suggests_the_closest_and_lists_all(install_distribution):
 def test_managers_share_no_state(install_distribution):
     bare = PluginManager()
     assert bare.plugins() == [] and bare.components() == {}
-    install_distribution("acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()})
+    install_distribution(
+        "acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()}
+    )
     assert PluginManager.discover().get("scheduler", "acme")
     assert bare.components() == {}
 
@@ -117,7 +133,9 @@ def test_component_spec_rejects_misuse():
 
 
 def test_available_plugins_lists_every_kind(install_distribution):
-    install_distribution("acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()})
+    install_distribution(
+        "acme-schedulers", "1.2.0", entry_points={"acme": "acme_mod"}, modules={"acme_mod": plugin_source()}
+    )
     available = core.available_plugins()
     assert set(available) == set(core.KINDS)
     assert "acme" in available["scheduler"]

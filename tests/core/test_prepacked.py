@@ -1,5 +1,6 @@
 """Prepacked oneDNN convolutions and linear layers (`core.prepacked`): the plain layer's values, the plain
 path wherever the packed one does not apply, and a fresh pack after the weights or the input shape change."""
+
 from __future__ import annotations
 
 import copy
@@ -48,7 +49,9 @@ def test_prepacked_linear_equals_plain(shape: tuple[int, ...]):
     with torch.no_grad():
         torch.testing.assert_close(linear(x), nn.Linear.forward(linear, x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(plain(x), nn.Linear.forward(plain, x), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(linear(x[..., :1, :]), nn.Linear.forward(linear, x[..., :1, :]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            linear(x[..., :1, :]), nn.Linear.forward(linear, x[..., :1, :]), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_autograd_and_other_dtypes_take_the_plain_path():
@@ -87,8 +90,11 @@ def test_unet_forward_unchanged_and_packing_idempotent():
         torch.testing.assert_close(unet(sample, 10, context), expected, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("rows, features, packed", [(8, 16, False), (4096, 256, True), (2, 1024, True)],
-                         ids=["small-sgemm", "large-work", "large-weight"])
+@pytest.mark.parametrize(
+    "rows, features, packed",
+    [(8, 16, False), (4096, 256, True), (2, 1024, True)],
+    ids=["small-sgemm", "large-work", "large-weight"],
+)
 def test_linear_plan_packs_only_large_products(rows: int, features: int, packed: bool, monkeypatch):
     reorders = []
     reorder = torch.ops.mkldnn._reorder_linear_weight

@@ -1,4 +1,5 @@
 """The registry file: search order, two-pass validation with every problem reported, lazy shared builds."""
+
 from __future__ import annotations
 
 import shutil
@@ -92,7 +93,11 @@ def test_validate_command_prints_all_problems_and_exits_2(write_registry, capsys
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "3 problems found" in err
-    for fragment in ("components -> enc -> plugin", "components -> den -> config -> context_dim", "pipelines -> first -> text"):
+    for fragment in (
+        "components -> enc -> plugin",
+        "components -> den -> config -> context_dim",
+        "pipelines -> first -> text",
+    ):
         assert fragment in err
     assert "Traceback" not in err
 
@@ -120,9 +125,15 @@ def test_envelope_problems_name_their_path(write_registry, text, expected):
 
 
 def test_slot_naming_a_component_of_another_kind(write_registry):
-    text = GOOD.replace("    encoder: enc\n    denoiser: den\n    text: txt\n    scheduler: {plugin: part-scheduler, config: {eta: 0.5}}",
-                        "    encoder: den\n    denoiser: den\n    text: txt\n    scheduler: {plugin: part-scheduler, config: {eta: 0.5}}")
-    with pytest.raises(RegistryError, match="pipelines -> first -> encoder: component 'den' is a denoiser, not a encoder"):
+    text = GOOD.replace(
+        "    encoder: enc\n    denoiser: den\n    text: txt\n"
+        "    scheduler: {plugin: part-scheduler, config: {eta: 0.5}}",
+        "    encoder: den\n    denoiser: den\n    text: txt\n"
+        "    scheduler: {plugin: part-scheduler, config: {eta: 0.5}}",
+    )
+    with pytest.raises(
+        RegistryError, match="pipelines -> first -> encoder: component 'den' is a denoiser, not a encoder"
+    ):
         core.load_registry(write_registry(text))
 
 
@@ -197,7 +208,8 @@ def test_parts_that_do_not_fit_are_a_clear_error(write_registry):
 def test_weights_variable_is_expanded_only_when_built(write_registry, tmp_path, monkeypatch):
     text = GOOD.replace(
         "den: {kind: denoiser, plugin: part-denoiser, config: {context_dim: 8}}",
-        "den: {kind: denoiser, plugin: part-denoiser, weights: {path: '${TEST_WEIGHTS}/den.safetensors', format: native}}",
+        "den: {kind: denoiser, plugin: part-denoiser, "
+        "weights: {path: '${TEST_WEIGHTS}/den.safetensors', format: native}}",
     )
     monkeypatch.delenv("TEST_WEIGHTS", raising=False)
     registry = core.load_registry(write_registry(text))
@@ -211,7 +223,9 @@ def test_weights_variable_is_expanded_only_when_built(write_registry, tmp_path, 
 def test_native_weights_load_relative_to_the_registry(write_registry, tmp_path):
     reference = torch.nn.Linear(4, 4)
     (tmp_path / "weights").mkdir()
-    core.weights.save_state_dict({f"proj.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "weights/den.safetensors")
+    core.weights.save_state_dict(
+        {f"proj.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "weights/den.safetensors"
+    )
     text = GOOD.replace(
         "den: {kind: denoiser, plugin: part-denoiser, config: {context_dim: 8}}",
         "den: {kind: denoiser, plugin: part-denoiser, weights: weights/den.safetensors}",
@@ -224,4 +238,6 @@ def test_inline_config_errors_in_pipelines_are_found(write_registry):
     text = GOOD.replace("{plugin: part-scheduler, config: {eta: 0.5}}", "{plugin: part-scheduler, config: {etta: 0.5}}")
     with pytest.raises(RegistryError) as caught:
         core.load_registry(write_registry(text))
-    assert caught.value.problems == ["pipelines -> first -> scheduler -> config -> etta: Extra inputs are not permitted (got 0.5)"]
+    assert caught.value.problems == [
+        "pipelines -> first -> scheduler -> config -> etta: Extra inputs are not permitted (got 0.5)"
+    ]

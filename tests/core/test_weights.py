@@ -1,4 +1,5 @@
 """`core.weights`: formats and their detection, lazy strict loading, meta-device builds, and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -15,34 +16,78 @@ from plugins.vae_kl import AutoencoderKL
 from plugins.vae_kl import Config as VAEConfig
 
 TINY_UNET = dict(
-    block_out_channels=[16, 32], down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], layers_per_block=1, attention_head_dim=2,
-    cross_attention_dim=8, norm_num_groups=8, sample_size=8,
+    block_out_channels=[16, 32],
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=8,
+    norm_num_groups=8,
+    sample_size=8,
 )
 TINY_VAE = dict(
-    block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-    layers_per_block=1, norm_num_groups=4, sample_size=16,
+    block_out_channels=[8, 16],
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_size=16,
 )
 SD15_UNET_CONFIG = {  # unet/config.json of runwayml/stable-diffusion-v1-5
-    "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0", "act_fn": "silu", "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.6.0",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 SD21_UNET_CONFIG = {  # unet/config.json of stabilityai/stable-diffusion-2-1
-    **SD15_UNET_CONFIG, "_diffusers_version": "0.10.0.dev0", "attention_head_dim": [5, 10, 20, 20],
-    "cross_attention_dim": 1024, "dual_cross_attention": False, "num_class_embeds": None,
-    "only_cross_attention": False, "sample_size": 96, "use_linear_projection": True, "upcast_attention": True,
+    **SD15_UNET_CONFIG,
+    "_diffusers_version": "0.10.0.dev0",
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "dual_cross_attention": False,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "sample_size": 96,
+    "use_linear_projection": True,
+    "upcast_attention": True,
 }
 SD15_TEXT_CONFIG = {  # text_encoder/config.json of runwayml/stable-diffusion-v1-5
-    "_name_or_path": "openai/clip-vit-large-patch14", "architectures": ["CLIPTextModel"], "attention_dropout": 0.0,
-    "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu", "hidden_size": 768,
-    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77, "model_type": "clip_text_model", "num_attention_heads": 12,
-    "num_hidden_layers": 12, "pad_token_id": 1, "projection_dim": 768, "torch_dtype": "float32",
-    "transformers_version": "4.22.0.dev0", "vocab_size": 49408,
+    "_name_or_path": "openai/clip-vit-large-patch14",
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "projection_dim": 768,
+    "torch_dtype": "float32",
+    "transformers_version": "4.22.0.dev0",
+    "vocab_size": 49408,
 }
 
 
@@ -89,6 +134,7 @@ def pipeline_folder(tmp_path: Path) -> tuple[Path, UNet2DCondition]:
 
 
 # ─── native files, lazy state, strict loading ──────────────────────────────────────────────────────────────
+
 
 def test_native_file_round_trip(tmp_path: Path) -> None:
     source, target = Small(), Small()
@@ -191,6 +237,7 @@ def test_build_with_weights_lets_the_vae_keep_float32() -> None:
 
 # ─── diffusers folders ─────────────────────────────────────────────────────────────────────────────────────
 
+
 def test_diffusers_folder_gives_architecture_and_weights(pipeline_folder) -> None:
     root, unet = pipeline_folder
     assert weights.detect_format(root) == "diffusers"
@@ -210,8 +257,14 @@ def test_diffusers_text_encoder_keys_config_and_tokenizer(pipeline_folder) -> No
     state, architecture = weights.read_component_weights(root, "text")
     assert set(state) == {"text_model.embeddings.token_embedding.weight"}  # prefixed, position_ids dropped
     assert architecture == {
-        "hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
-        "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": 49408,
+        "hidden_act": "quick_gelu",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 77,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "vocab_size": 49408,
         "tokenizer": str(root / "tokenizer"),
     }
 
@@ -250,6 +303,7 @@ def test_fp16_variant_and_sharded_weights(tmp_path: Path) -> None:
 
 
 # ─── errors: each names the file and the problem ──────────────────────────────────────────────────────────
+
 
 def test_truncated_file(tmp_path: Path) -> None:
     path = tmp_path / "cut.safetensors"

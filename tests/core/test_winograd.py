@@ -1,5 +1,6 @@
 """Winograd F(2×2, 3×3) convolutions (`core.winograd`): the direct convolution's values for any size, batch
 and layout, the shapes it accepts, and its use by prepacked convolutions."""
+
 from __future__ import annotations
 
 import pytest

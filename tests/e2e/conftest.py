@@ -1,5 +1,6 @@
 """A tiny SD-architecture pipeline from diffstack's own plugins, with saved random weights, so every process
 that builds it gets the same model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,10 @@ def write_tiny_registry(folder: Path) -> Path:
             for p in module.parameters():
                 p.add_(torch.randn_like(p) * 0.02)
         save_state_dict(module.state_dict(), folder / f"{kind}.safetensors")
-        lines.append(f"  tiny-{kind}: {{kind: {kind}, plugin: {plugin}, config: {spec.example_config}, "
-                     f"weights: {kind}.safetensors}}")
+        lines.append(
+            f"  tiny-{kind}: {{kind: {kind}, plugin: {plugin}, config: {spec.example_config}, "
+            f"weights: {kind}.safetensors}}"
+        )
     lines += [
         "pipelines:",
         "  tiny:",

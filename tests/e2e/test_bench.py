@@ -1,6 +1,7 @@
 """`python -m bench` runs from a checkout and reports ours against diffusers (the scheduler section only:
 the other sections build SD 1.5-sized models and belong to the benchmark run, not the test suite), and the
 GPU script `bench.gpu` runs, small, on the CPU."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_prints_json_rows_with_ratios():
-    done = subprocess.run([sys.executable, "-m", "bench", "--only", "schedulers", "--repeats", "1", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "schedulers", "--repeats", "1", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["device"] == "cpu" and report["machine"]
@@ -29,8 +35,9 @@ def test_bench_prints_json_rows_with_ratios():
 
 
 def test_bench_rejects_an_unknown_section():
-    done = subprocess.run([sys.executable, "-m", "bench", "--only", "everything"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "everything"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and "invalid choice: 'everything'" in done.stderr
 
 
@@ -38,9 +45,28 @@ def test_bench_rejects_an_unknown_section():
 def test_gpu_script_runs_small_on_the_cpu():
     """bench/gpu.py is the one script a lent GPU machine runs; its logic is proven here, small and in float32."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--size", "64", "--steps", "1", "2", "--repeats", "1",
-         "--variants", "diffusers", "diffstack", "diffstack-fast"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bench.gpu",
+            "--device",
+            "cpu",
+            "--size",
+            "64",
+            "--steps",
+            "1",
+            "2",
+            "--repeats",
+            "1",
+            "--variants",
+            "diffusers",
+            "diffstack",
+            "diffstack-fast",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])

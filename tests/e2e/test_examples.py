@@ -1,4 +1,5 @@
 """The examples run: the classic 15-line loop equals the pipeline it re-implements; the custom registry builds."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,15 +22,17 @@ def load_example(name: str):
 def test_fifteen_lines_equals_the_pipeline(tiny_pipeline):
     fifteen = load_example("fifteen_lines")
     ours = fifteen.fifteen_lines(tiny_pipeline, "a red circle", seed=4, steps=6, guidance=5.0)
-    reference = tiny_pipeline("a red circle", seed=4, steps=6, guidance_scale=5.0, negative_prompt="",
-                              scheduler="lms").pixels
+    reference = tiny_pipeline(
+        "a red circle", seed=4, steps=6, guidance_scale=5.0, negative_prompt="", scheduler="lms"
+    ).pixels
     assert (ours - reference).abs().max() < 1e-4
 
 
 def test_fifteen_lines_command_writes_a_png(tiny_registry, tmp_path, capsys):
     out = tmp_path / "loop.png"
-    load_example("fifteen_lines").main(["a red circle", "--registry", str(tiny_registry), "--steps", "3",
-                                        "--out", str(out)])
+    load_example("fifteen_lines").main(
+        ["a red circle", "--registry", str(tiny_registry), "--steps", "3", "--out", str(out)]
+    )
     assert capsys.readouterr().out.strip() == str(out)
     assert Image.open(out).size == (32, 32)
 

@@ -1,5 +1,6 @@
 """`diffstack generate`: PNGs with their recipe, atomic and collision-free, --from-png, errors that write
 nothing."""
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,34 @@ def written(folder: Path) -> list[str]:
 
 def test_png_carries_its_recipe_and_from_png_recreates_it(tiny_registry, tmp_path, capsys):
     out = tmp_path / "out"
-    assert generate(tiny_registry, "a red circle", "--seed", "3", "--num-images", "2", "--negative", "blurry",
-                    "--out", str(out)) == 0
+    assert (
+        generate(
+            tiny_registry, "a red circle", "--seed", "3", "--num-images", "2", "--negative", "blurry", "--out", str(out)
+        )
+        == 0
+    )
     assert written(out) == ["a-red-circle-3.png", "a-red-circle-4.png"]
     assert capsys.readouterr().out.split() == [str(out / "a-red-circle-3.png"), str(out / "a-red-circle-4.png")]
     recipe = json.loads(Image.open(out / "a-red-circle-4.png").text["diffstack"])
     scheduler_config = core.create("scheduler", "ddim", **recipe["scheduler_config"]).config
     assert scheduler_config.beta_schedule == "scaled_linear" and scheduler_config.clip_sample is True
     assert recipe | {"diffstack_version": "-", "scheduler_config": "-"} == {
-        "prompt": "a red circle", "negative_prompt": "blurry", "seed": 4, "steps": 4, "guidance_scale": 4.0,
-        "height": 32, "width": 32, "scheduler": "ddim", "scheduler_config": "-", "pipeline": "tiny", "num_images": 1,
-        "strength": None, "batch_seed": 3, "batch_size": 2, "batch_index": 1, "diffstack_version": "-",
+        "prompt": "a red circle",
+        "negative_prompt": "blurry",
+        "seed": 4,
+        "steps": 4,
+        "guidance_scale": 4.0,
+        "height": 32,
+        "width": 32,
+        "scheduler": "ddim",
+        "scheduler_config": "-",
+        "pipeline": "tiny",
+        "num_images": 1,
+        "strength": None,
+        "batch_seed": 3,
+        "batch_size": 2,
+        "batch_index": 1,
+        "diffstack_version": "-",
     }
     again = tmp_path / "again"
     assert generate(tiny_registry, "--from-png", str(out / "a-red-circle-4.png"), "--out", str(again)) == 0
@@ -65,7 +83,7 @@ def test_grid_writes_one_contact_sheet(tiny_registry, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["a red circle", "--steps", "0"], "steps must be a positive integer"),
+        (["a red circle", "--steps", "0"], "steps (num_inference_steps) must be an integer in [1, 1000]"),
         (["a red circle", "--guidance", "-2"], "guidance_scale must be ≥ 0"),
         (["a red circle", "--height", "33"], "height 33 is not a positive multiple of 2"),
         (["a red circle", "--pipeline", "tinny"], "did you mean 'tiny'"),

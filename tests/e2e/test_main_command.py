@@ -2,6 +2,7 @@
 
 Background, shape colour, shape and size are read back with the data set's pixel analyser, on four seeds.
 """
+
 from __future__ import annotations
 
 import numpy as np

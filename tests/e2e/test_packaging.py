@@ -1,5 +1,6 @@
 """A non-editable install works from any directory: the wheel carries registry.yaml and models/, so the
 main command generates with the embedded model."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,7 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
     )
     return next(out.glob("diffstack-*.whl"))
@@ -40,12 +52,25 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     python = env / "bin" / "python"
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
         check=True,
     )
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     elsewhere = tmp_path / "elsewhere"
@@ -57,7 +82,11 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
     validated = subprocess.run([str(script), "validate"], cwd=elsewhere, capture_output=True, text=True)
     assert validated.returncode == 0, validated.stderr
     assert f"ok: {Path(site).resolve() / 'core' / 'bundled' / 'registry.yaml'}" in validated.stdout
-    generated = subprocess.run([str(script), "generate", "a large red circle on a blue background"],
-                               cwd=elsewhere, capture_output=True, text=True)
+    generated = subprocess.run(
+        [str(script), "generate", "a large red circle on a blue background"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
     assert generated.returncode == 0, generated.stderr
     assert (elsewhere / "a-large-red-circle-on-a-blue-background-0.png").is_file()

@@ -1,5 +1,6 @@
 """The opt-in fast path (`performance:` in the registry, `--fast`): the same images as the eager path, its
 own instances of the optimised parts, and clear errors for a bad `performance:` block."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,14 +22,18 @@ def images(pipe: core.Pipeline) -> torch.Tensor:
 
 def with_performance(registry: Path, block: str) -> Path:
     """A copy of the tiny registry whose pipeline has `block` as its performance block."""
-    text = registry.read_text().replace("    sampler: {plugin: cfg}\n", f"    sampler: {{plugin: cfg}}\n    performance: {block}\n")
+    text = registry.read_text().replace(
+        "    sampler: {plugin: cfg}\n", f"    sampler: {{plugin: cfg}}\n    performance: {block}\n"
+    )
     out = registry.parent / f"registry-{abs(hash(block))}.yaml"
     out.write_text(text)
     return out
 
 
 def test_cpu_fast_path_gives_the_eager_images(tiny_registry: Path, tiny_pipeline: core.Pipeline):
-    fast = core.load_registry(with_performance(tiny_registry, "{channels_last: true, prepack: true, winograd: true}")).build(device="cpu")
+    fast = core.load_registry(
+        with_performance(tiny_registry, "{channels_last: true, prepack: true, winograd: true}")
+    ).build(device="cpu")
     assert fast.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(fast.encoder.decoder.conv_out.forward, PrepackedForward) == prepacked.available()
     assert not tiny_pipeline.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -37,7 +42,9 @@ def test_cpu_fast_path_gives_the_eager_images(tiny_registry: Path, tiny_pipeline
 
 @pytest.mark.slow
 def test_compiled_pipeline_gives_the_eager_images(tiny_registry: Path, tiny_pipeline: core.Pipeline):
-    fast = core.load_registry(tiny_registry).build(device="cpu", performance=Performance(channels_last=True, compile=True))
+    fast = core.load_registry(tiny_registry).build(
+        device="cpu", performance=Performance(channels_last=True, compile=True)
+    )
     torch.testing.assert_close(images(fast), images(tiny_pipeline), atol=1e-4, rtol=0)
 
 

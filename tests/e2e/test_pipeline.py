@@ -1,4 +1,5 @@
 """`Pipeline.__call__`: seeds, batches, negative prompts, threads, step hooks, input errors."""
+
 from __future__ import annotations
 
 import threading
@@ -34,7 +35,7 @@ def test_image_i_of_a_batch_equals_a_single_run_with_seed_plus_i(tiny_pipeline, 
 def test_same_seed_same_image(tiny_pipeline):
     first = tiny_pipeline("a red circle", seed=9, num_images=2).images
     again = tiny_pipeline("a red circle", seed=9, num_images=2).images
-    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first, again))
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first, again, strict=True))
 
 
 def test_prompt_lists_are_prompt_major(tiny_pipeline):
@@ -113,7 +114,7 @@ def test_callback_sees_every_step_in_order(tiny_pipeline):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"steps": 0}, "steps must be a positive integer, got 0"),
+        ({"steps": 0}, r"steps \(num_inference_steps\) must be an integer in \[1, 1000\]"),
         ({"guidance_scale": -1.0}, "guidance_scale must be ≥ 0, got -1.0"),
         ({"height": 33}, r"height 33 is not a positive multiple of 2"),
         ({"num_images": 0}, "num_images must be a positive integer"),

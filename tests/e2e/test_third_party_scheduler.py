@@ -1,5 +1,6 @@
 """The third-party example `examples/diffstack-heun` (installed by the README's test command) is discovered
 through its entry point and usable by name from a registry file, like any built-in."""
+
 from __future__ import annotations
 
 from pathlib import Path

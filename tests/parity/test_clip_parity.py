@@ -5,6 +5,7 @@ transformers 5's `CLIPTokenizer` is the `tokenizers`-backed one only: it never u
 either) nor html.unescape, which OpenAI's reference tokenizer applies first. Prompts with mojibake or HTML
 entities ("&amp;") therefore tokenize like transformers/diffusers, not like OpenAI's original.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_sd import write_vocab_folder
 
 from plugins.clip_text import CLIPText, Config
 from plugins.clip_text.tokenizer import CLIPTokenizer
-from reference_sd import write_vocab_folder
 
 transformers = pytest.importorskip("transformers")
 
@@ -41,27 +42,155 @@ def reference_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
 def varied_prompts() -> list[str]:
     """≥ 300 prompts: punctuation, case, digits, apostrophes, accents, CJK, emoji, whitespace, long, empty."""
     hand = [
-        "", " ", "   ", "\n", "\t\t", "a", "A", "a photo of an astronaut riding a horse on mars",
-        "A Photo Of An ASTRONAUT", "hello, world!", "hello,world!!!", "what?!?", "...", "--- ___ ***",
-        "(masterpiece:1.2), best quality, ((detailed))", "[cat|dog]", "{a, b}", "<lora:foo:0.8>",
-        "it's", "IT'S", "don't won't can't", "we're they've I'm you'll he'd", "rock 'n' roll", "'quoted'",
-        "o'clock", "''s", "'s", "the 1990s", "2024-01-01", "3.14159", "1,000,000", "42", "x²+y³", "½ ¼ ¾",
-        "café naïve résumé", "Crème Brûlée", "ÀÉÎÕÜ", "straße STRASSE", "İstanbul ıi", "Ελληνικά ΣΊΣΥΦΟΣ",
-        "Москва ЁЖ", "日本語のテキスト", "中文字符测试", "한국어 텍스트", "ไทย", "עברית", "العربية",
-        "emoji 😀🎉🔥", "👍🏽", "👨‍👩‍👧‍👦 family", "🇯🇵 flag", "❤️ heart", "a😀b", "e\u0301 combining",
-        "multiple    spaces", "tabs\tand\nnewlines\r\nmixed", "  leading and trailing  ", "\u00a0nbsp\u2003em",
-        "zero\u200bwidth", "<|startoftext|>", "<|endoftext|>", "a <|endoftext|> b", "<|ENDOFTEXT|>",
-        "a<|startoftext|>b", "!", "hello!", "wow!!", "#hashtag @mention", "https://example.com/a?b=c&d=e",
-        "email@example.com", "C++ and C#", "$100 €50 £20 ¥1000", "100%", "a/b\\c", "snake_case camelCase",
-        "&amp; &lt;tag&gt;", "\"double\" “curly” ‘single’", "em—dash en–dash", "…ellipsis", "~~~~~", "😀" * 100,
-        "word " * 100, "a, " * 60, "supercalifragilisticexpialidocious " * 10, "1234567890" * 10,
+        "",
+        " ",
+        "   ",
+        "\n",
+        "\t\t",
+        "a",
+        "A",
+        "a photo of an astronaut riding a horse on mars",
+        "A Photo Of An ASTRONAUT",
+        "hello, world!",
+        "hello,world!!!",
+        "what?!?",
+        "...",
+        "--- ___ ***",
+        "(masterpiece:1.2), best quality, ((detailed))",
+        "[cat|dog]",
+        "{a, b}",
+        "<lora:foo:0.8>",
+        "it's",
+        "IT'S",
+        "don't won't can't",
+        "we're they've I'm you'll he'd",
+        "rock 'n' roll",
+        "'quoted'",
+        "o'clock",
+        "''s",
+        "'s",
+        "the 1990s",
+        "2024-01-01",
+        "3.14159",
+        "1,000,000",
+        "42",
+        "x²+y³",
+        "½ ¼ ¾",
+        "café naïve résumé",
+        "Crème Brûlée",
+        "ÀÉÎÕÜ",
+        "straße STRASSE",
+        "İstanbul ıi",
+        "Ελληνικά ΣΊΣΥΦΟΣ",
+        "Москва ЁЖ",
+        "日本語のテキスト",
+        "中文字符测试",
+        "한국어 텍스트",
+        "ไทย",
+        "עברית",
+        "العربية",
+        "emoji 😀🎉🔥",
+        "👍🏽",
+        "👨‍👩‍👧‍👦 family",
+        "🇯🇵 flag",
+        "❤️ heart",
+        "a😀b",
+        "e\u0301 combining",
+        "multiple    spaces",
+        "tabs\tand\nnewlines\r\nmixed",
+        "  leading and trailing  ",
+        "\u00a0nbsp\u2003em",
+        "zero\u200bwidth",
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "a <|endoftext|> b",
+        "<|ENDOFTEXT|>",
+        "a<|startoftext|>b",
+        "!",
+        "hello!",
+        "wow!!",
+        "#hashtag @mention",
+        "https://example.com/a?b=c&d=e",
+        "email@example.com",
+        "C++ and C#",
+        "$100 €50 £20 ¥1000",
+        "100%",
+        "a/b\\c",
+        "snake_case camelCase",
+        "&amp; &lt;tag&gt;",
+        '"double" “curly” ‘single’',
+        "em—dash en–dash",
+        "…ellipsis",
+        "~~~~~",
+        "😀" * 100,
+        "word " * 100,
+        "a, " * 60,
+        "supercalifragilisticexpialidocious " * 10,
+        "1234567890" * 10,
     ]
     rng = random.Random(0)
     parts = [
-        "a", "the", "photo", "of", "red", "Blue", "CIRCLE", "square", "on", "background", "4k", "8K", "HDR",
-        "it's", "don't", "they're", "we've", "I'm", "you'll", "she'd", ",", ".", "!", "?", ":", ";", "(", ")",
-        "((", "))", "[", "]", "-", "_", "'", '"', "&", "#", "%", "+", "=", "/", "1", "23", "456", "2.5", "café",
-        "naïve", "Über", "東京", "猫", "ラーメン", "😀", "🔥", "🐱", "✨", "\u00e9", "e\u0301", "  ", "\t", "\n",
+        "a",
+        "the",
+        "photo",
+        "of",
+        "red",
+        "Blue",
+        "CIRCLE",
+        "square",
+        "on",
+        "background",
+        "4k",
+        "8K",
+        "HDR",
+        "it's",
+        "don't",
+        "they're",
+        "we've",
+        "I'm",
+        "you'll",
+        "she'd",
+        ",",
+        ".",
+        "!",
+        "?",
+        ":",
+        ";",
+        "(",
+        ")",
+        "((",
+        "))",
+        "[",
+        "]",
+        "-",
+        "_",
+        "'",
+        '"',
+        "&",
+        "#",
+        "%",
+        "+",
+        "=",
+        "/",
+        "1",
+        "23",
+        "456",
+        "2.5",
+        "café",
+        "naïve",
+        "Über",
+        "東京",
+        "猫",
+        "ラーメン",
+        "😀",
+        "🔥",
+        "🐱",
+        "✨",
+        "\u00e9",
+        "e\u0301",
+        "  ",
+        "\t",
+        "\n",
     ]
     generated = []
     for _ in range(260):
@@ -79,7 +208,7 @@ def test_tokenizer_matches_transformers(reference_tokenizer, vocab_folder: Path)
         tokenizer = CLIPTokenizer(source)
         with pytest.warns(UserWarning, match="truncated"):
             ours = tokenizer(prompts)
-        mismatched = [p for p, a, b in zip(prompts, ours, expected) if not torch.equal(a, b)]
+        mismatched = [p for p, a, b in zip(prompts, ours, expected, strict=True) if not torch.equal(a, b)]
         assert not mismatched, f"{len(mismatched)} prompts differ, e.g. {mismatched[:3]!r}"
 
 
@@ -109,14 +238,34 @@ def random_pair(config: Config, seed: int):
 
 CONFIGS = [
     dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
-    dict(hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=6, hidden_act="gelu",
-         clip_skip=2),
-    dict(hidden_size=64, intermediate_size=100, num_hidden_layers=4, num_attention_heads=2, clip_skip=2,
-         layer_norm_eps=1e-6),
-    dict(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=1, hidden_act="gelu",
-         clip_skip=3, max_position_embeddings=80),
-    dict(hidden_size=24, intermediate_size=24, num_hidden_layers=1, num_attention_heads=3, max_length=20,
-         max_position_embeddings=20),
+    dict(
+        hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=6, hidden_act="gelu", clip_skip=2
+    ),
+    dict(
+        hidden_size=64,
+        intermediate_size=100,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        clip_skip=2,
+        layer_norm_eps=1e-6,
+    ),
+    dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=1,
+        hidden_act="gelu",
+        clip_skip=3,
+        max_position_embeddings=80,
+    ),
+    dict(
+        hidden_size=24,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=3,
+        max_length=20,
+        max_position_embeddings=20,
+    ),
 ]
 
 
@@ -125,8 +274,9 @@ def test_model_matches_transformers(overrides: dict, reference_tokenizer) -> Non
     config = Config(**overrides)
     ours, reference = random_pair(config, seed=len(CONFIGS) + config.hidden_size)
     prompts = ["a photo of an astronaut riding a horse", "", "🐱 café, it's 4K!!", "word " * 10]
-    ids = reference_tokenizer(prompts, padding="max_length", max_length=config.max_length, truncation=True,
-                              return_tensors="pt").input_ids
+    ids = reference_tokenizer(
+        prompts, padding="max_length", max_length=config.max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.inference_mode():
         out = reference(ids, output_hidden_states=True)
         # diffusers' recipe: hidden_states[-(its clip_skip + 1)] then the final norm; ours = its + 1

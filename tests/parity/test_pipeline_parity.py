@@ -2,16 +2,16 @@
 oracles): a random tiny SD-architecture model saved as a diffusers folder, diffstack built from a registry
 file pointing at that folder; same scheduler class, prompt, negative prompt, initial latents and guidance →
 decoded images equal within 1e-4 (fp32)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reference_sd import tiny_sd_pipeline
 
 import core
-from reference_sd import tiny_sd_pipeline
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("scipy")  # diffusers' LMS integrates its coefficients with scipy
@@ -73,11 +73,25 @@ def test_txt2img_matches_diffusers(reference, name: str):
     pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
     with torch.no_grad():
         theirs = pipe(
-            PROMPT, negative_prompt=NEGATIVE, latents=seeded_noise(7), guidance_scale=GUIDANCE,
-            num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type="pt",
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            latents=seeded_noise(7),
+            guidance_scale=GUIDANCE,
+            num_inference_steps=STEPS,
+            height=SIZE,
+            width=SIZE,
+            output_type="pt",
         ).images
-    mine = ours(PROMPT, negative_prompt=NEGATIVE, seed=7, guidance_scale=GUIDANCE, steps=STEPS, height=SIZE,
-                width=SIZE, scheduler=name).pixels
+    mine = ours(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        seed=7,
+        guidance_scale=GUIDANCE,
+        steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        scheduler=name,
+    ).pixels
     assert_images_match(mine, theirs)
 
 
@@ -89,13 +103,28 @@ def test_img2img_matches_diffusers(reference, name: str, strength: float):
     oracle = LMSWithImg2ImgOrder if name == "lms" else getattr(diffusers, SCHEDULERS[name])
     img2img.scheduler = oracle.from_config(pipe.scheduler.config)
     ramp = np.linspace(0, 255, SIZE, dtype=np.uint8)
-    init = Image.fromarray(np.stack([np.tile(ramp, (SIZE, 1)), np.tile(ramp[:, None], (1, SIZE)),
-                                     np.full((SIZE, SIZE), 90, np.uint8)], -1))
+    init = Image.fromarray(
+        np.stack([np.tile(ramp, (SIZE, 1)), np.tile(ramp[:, None], (1, SIZE)), np.full((SIZE, SIZE), 90, np.uint8)], -1)
+    )
     with torch.no_grad():
         theirs = img2img(
-            PROMPT, image=init, strength=strength, negative_prompt=NEGATIVE, guidance_scale=GUIDANCE,
-            num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(3), output_type="pt",
+            PROMPT,
+            image=init,
+            strength=strength,
+            negative_prompt=NEGATIVE,
+            guidance_scale=GUIDANCE,
+            num_inference_steps=STEPS,
+            generator=torch.Generator("cpu").manual_seed(3),
+            output_type="pt",
         ).images
-    mine = ours(PROMPT, image=init, strength=strength, negative_prompt=NEGATIVE, seed=3, guidance_scale=GUIDANCE,
-                steps=STEPS, scheduler=name).pixels
+    mine = ours(
+        PROMPT,
+        image=init,
+        strength=strength,
+        negative_prompt=NEGATIVE,
+        seed=3,
+        guidance_scale=GUIDANCE,
+        steps=STEPS,
+        scheduler=name,
+    ).pixels
     assert_images_match(mine, theirs)

@@ -11,6 +11,7 @@ Where diffusers is itself wrong the oracle is given the intended input, and the 
 - diffusers' σ-space schedulers find their first step by value and pick the second of repeated timesteps
   (cosine + Karras); the oracle gets `set_begin_index(0)`, as diffusers' own img2img pipeline does.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -50,15 +51,28 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 SPACINGS = ("linspace", "leading", "trailing")
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 OPTIONS: dict[str, list[dict[str, Any]]] = {
-    "ddpm": [{"variance_type": "fixed_large"}, {"variance_type": "fixed_small_log"}, {"clip_sample": False},
-             {"thresholding": True}, {"variance_type": "learned_range"}, {"variance_type": "learned"}],
+    "ddpm": [
+        {"variance_type": "fixed_large"},
+        {"variance_type": "fixed_small_log"},
+        {"clip_sample": False},
+        {"thresholding": True},
+        {"variance_type": "learned_range"},
+        {"variance_type": "learned"},
+    ],
     "ddim": [{"eta": 1.0}, {"eta": 0.5, "clip_sample": False}, {"set_alpha_to_one": False}, {"thresholding": True}],
     "lms": [{"use_karras_sigmas": True}, {"solver_order": 1}, {"solver_order": 2}, {"solver_order": 3}],
     "euler": [{"use_karras_sigmas": True}],
     "euler-ancestral": [],
-    "dpmpp-2m": [{"use_karras_sigmas": True}, {"solver_order": 1}, {"solver_order": 3}, {"solver_type": "heun"},
-                 {"final_sigmas_type": "sigma_min"}, {"euler_at_final": True}, {"lower_order_final": False},
-                 {"thresholding": True}],
+    "dpmpp-2m": [
+        {"use_karras_sigmas": True},
+        {"solver_order": 1},
+        {"solver_order": 3},
+        {"solver_type": "heun"},
+        {"final_sigmas_type": "sigma_min"},
+        {"euler_at_final": True},
+        {"lower_order_final": False},
+        {"thresholding": True},
+    ],
 }
 STOCHASTIC = {"ddpm", "euler-ancestral"}
 PLUGINS = PluginManager.discover(entry_points=False)
@@ -102,9 +116,9 @@ def dummy_model(sample: torch.Tensor, t: torch.Tensor, variance: str | None = No
     """diffusers' scheduler-test model x·t/(t+1); with a learned variance, C more channels for it."""
     out = sample * t / (t + 1)
     if variance == "learned_range":
-        return torch.cat([out, torch.tanh(sample)], dim=1)                # in [-1, 1]
+        return torch.cat([out, torch.tanh(sample)], dim=1)  # in [-1, 1]
     if variance == "learned":
-        return torch.cat([out, 0.01 * torch.sigmoid(sample)], dim=1)     # a positive variance
+        return torch.cat([out, 0.01 * torch.sigmoid(sample)], dim=1)  # a positive variance
     return out
 
 
@@ -124,16 +138,22 @@ def noise(seed: int = 0) -> torch.Tensor:
     return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def run(scheduler: Any, sample: torch.Tensor, *, step_kwargs: dict[str, Any] | None = None,
-        variance: str | None = None, ddim_oracle: bool = False) -> list[torch.Tensor]:
+def run(
+    scheduler: Any,
+    sample: torch.Tensor,
+    *,
+    step_kwargs: dict[str, Any] | None = None,
+    variance: str | None = None,
+    ddim_oracle: bool = False,
+) -> list[torch.Tensor]:
     """The classic loop over `scheduler.timesteps` from `sample`; the sample after every step."""
     step_kwargs = dict(step_kwargs or {})
-    if "generator" in inspect.signature(scheduler.step).parameters:           # diffusers' LMS takes none
+    if "generator" in inspect.signature(scheduler.step).parameters:  # diffusers' LMS takes none
         step_kwargs["generator"] = torch.Generator().manual_seed(1)
     timesteps = scheduler.timesteps
     following = [*timesteps.tolist()[1:], -1]
     out = []
-    for t, t_next in zip(timesteps, following):
+    for t, t_next in zip(timesteps, following, strict=True):
         model_output = dummy_model(scheduler.scale_model_input(sample, t), t, variance)
         t_arg = NextTimestep(int(t), t_next) if ddim_oracle else t
         sample = scheduler.step(model_output, t_arg, sample, **step_kwargs).prev_sample
@@ -144,7 +164,7 @@ def run(scheduler: Any, sample: torch.Tensor, *, step_kwargs: dict[str, Any] | N
 def assert_same_trajectory(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
     assert len(actual) == len(expected)
     scale = max(x.abs().max().item() for x in expected)
-    for i, (a, b) in enumerate(zip(actual, expected)):
+    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
         error = (a - b).abs().max().item()
         assert error <= 1e-5 * scale, f"step {i}: max |Δ| {error:.3g} > 1e-5 × {scale:.3g}"
 
@@ -159,21 +179,31 @@ def check(name: str, steps: int, **config: Any) -> None:
     if hasattr(theirs, "set_begin_index"):
         theirs.set_begin_index(0)
     variance = config.get("variance_type") if name == "ddpm" else None
-    expected = run(theirs, noise() * float(theirs.init_noise_sigma), step_kwargs=step_kwargs, variance=variance,
-                   ddim_oracle=name == "ddim")
+    expected = run(
+        theirs,
+        noise() * float(theirs.init_noise_sigma),
+        step_kwargs=step_kwargs,
+        variance=variance,
+        ddim_oracle=name == "ddim",
+    )
     assert_same_trajectory(run(mine, noise() * mine.init_noise_sigma, variance=variance), expected)
 
 
 def config_for(schedule: str, spacing: str, prediction_type: str) -> dict[str, Any]:
-    return {**SCHEDULES[schedule], "timestep_spacing": spacing, "prediction_type": prediction_type,
-            "steps_offset": 1 if spacing == "leading" else 0}
+    return {
+        **SCHEDULES[schedule],
+        "timestep_spacing": spacing,
+        "prediction_type": prediction_type,
+        "steps_offset": 1 if spacing == "leading" else 0,
+    }
 
 
 GRID = [
     (name, schedule, spacing, prediction, steps)
-    for name, schedule, spacing, prediction, steps in itertools.product(REFERENCE, SCHEDULES, SPACINGS, PREDICTIONS,
-                                                                         (7, 10, 25, 50))
-    if not (name == "euler-ancestral" and prediction == "sample")             # diffusers: NotImplementedError
+    for name, schedule, spacing, prediction, steps in itertools.product(
+        REFERENCE, SCHEDULES, SPACINGS, PREDICTIONS, (7, 10, 25, 50)
+    )
+    if not (name == "euler-ancestral" and prediction == "sample")  # diffusers: NotImplementedError
 ]
 
 
@@ -184,8 +214,13 @@ def test_trajectory_matches_diffusers(name: str, schedule: str, spacing: str, pr
 
 @pytest.mark.parametrize(
     "name, options, schedule, spacing",
-    [(name, options, schedule, spacing) for name in REFERENCE for options in OPTIONS[name]
-     for schedule in ("scaled_linear", "cosine") for spacing in SPACINGS],
+    [
+        (name, options, schedule, spacing)
+        for name in REFERENCE
+        for options in OPTIONS[name]
+        for schedule in ("scaled_linear", "cosine")
+        for spacing in SPACINGS
+    ],
 )
 def test_options_match_diffusers(name: str, options: dict[str, Any], schedule: str, spacing: str) -> None:
     check(name, 10, **config_for(schedule, spacing, "epsilon"), **options)
@@ -214,7 +249,7 @@ def test_euler_ancestral_sample_prediction_equals_epsilon_run() -> None:
         scheduler.set_timesteps(10)
         sample = noise() * scheduler.init_noise_sigma
         generator = torch.Generator().manual_seed(1)
-        for t, sigma in zip(scheduler.timesteps, scheduler.sigma_list):
+        for t, sigma in zip(scheduler.timesteps, scheduler.sigma_list, strict=False):
             eps = dummy_model(scheduler.scale_model_input(sample, t), t)
             output = eps if prediction_type == "epsilon" else sample - sigma * eps
             sample = scheduler.step(output, t, sample, generator=generator).prev_sample
@@ -252,7 +287,7 @@ def test_img2img_trajectory_matches_diffusers(name: str) -> None:
     begin = (steps - int(steps * strength)) * theirs.order
     if hasattr(theirs, "set_begin_index"):
         theirs.set_begin_index(begin)
-    theirs.timesteps = theirs.timesteps[begin:]                             # what the pipeline iterates over
+    theirs.timesteps = theirs.timesteps[begin:]  # what the pipeline iterates over
     x0 = noise(2)
     start = mine.add_noise(x0, noise(), mine.timesteps[:1])
     torch.testing.assert_close(start, theirs.add_noise(x0, noise(), theirs.timesteps[:1]))

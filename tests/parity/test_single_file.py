@@ -6,6 +6,7 @@ separately). The file is then loaded (1) into our modules through `core.weights`
 through its own `from_single_file` converter, offline with local configs; both must reproduce (3) the
 original model's outputs.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,34 +25,61 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 UNET = dict(
-    block_out_channels=(16, 32, 32), layers_per_block=2, attention_head_dim=(2, 4, 4), cross_attention_dim=32,
-    norm_num_groups=8, sample_size=16,
+    block_out_channels=(16, 32, 32),
+    layers_per_block=2,
+    attention_head_dim=(2, 4, 4),
+    cross_attention_dim=32,
+    norm_num_groups=8,
+    sample_size=16,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
 )
 VAE = dict(
-    block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=32,
-    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(8, 16, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_size=32,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
 )
-CLIP = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=20)
+CLIP = dict(
+    vocab_size=99,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=20,
+)
 
 
 # ─── diffusers → LDM, written independently of core.weights (the inverse direction) ─────────────────────
 
+
 def ldm_unet_key(key: str, layers: int, up_attention: list[bool]) -> str:
-    resnet = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
-              ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection")]
-    top = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
-           "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2",
-           "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
-           "mid_block.resnets.1": "middle_block.2"}
+    resnet = [
+        ("norm1", "in_layers.0"),
+        ("conv1", "in_layers.2"),
+        ("time_emb_proj", "emb_layers.1"),
+        ("norm2", "out_layers.0"),
+        ("conv2", "out_layers.3"),
+        ("conv_shortcut", "skip_connection"),
+    ]
+    top = {
+        "conv_in": "input_blocks.0.0",
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+        "mid_block.resnets.0": "middle_block.0",
+        "mid_block.attentions.0": "middle_block.1",
+        "mid_block.resnets.1": "middle_block.2",
+    }
     module, _, leaf = key.rpartition(".")
     for ours, theirs in resnet:
         module = re.sub(rf"resnets\.(\d+)\.{ours}$", rf"resnets.\1.{theirs}", module)
     for ours, theirs in top.items():
         if module == ours or module.startswith(ours + "."):
-            return theirs + module[len(ours):] + "." + leaf
+            return theirs + module[len(ours) :] + "." + leaf
     block, level, sub, index, *rest = module.split(".")
     level, index, inner = int(level), int(index), "".join(f"{part}." for part in rest)
     if block == "down_blocks":
@@ -96,6 +124,7 @@ def ldm_checkpoint(unet: torch.nn.Module, vae: torch.nn.Module, text: torch.nn.M
 
 # ─── fixtures ─────────────────────────────────────────────────────────────────────────────────────────────
 
+
 def perturbed(module: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for p in module.parameters():
@@ -133,6 +162,7 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 
 # ─── tests ────────────────────────────────────────────────────────────────────────────────────────────────
+
 
 def test_format_detected(checkpoint) -> None:
     assert weights.detect_format(checkpoint[0]) == "sd1-single-file"

@@ -1,5 +1,6 @@
 """Parity of `unet2d-condition` with diffusers' `UNet2DConditionModel` (test-only oracle): same random weights,
 loaded by key with no mapping, fp32, max |ours − diffusers| ≤ 1e-5 × the output's scale."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,25 +22,53 @@ def blocks(*attention: bool) -> dict[str, tuple[str, ...]]:
 
 CONFIGS = {
     "2-levels-lpb1": dict(
-        block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=2, cross_attention_dim=24,
-        norm_num_groups=8, **blocks(True, False),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_head_dim=2,
+        cross_attention_dim=24,
+        norm_num_groups=8,
+        **blocks(True, False),
     ),
     "4-levels-lpb2-head-list": dict(
-        block_out_channels=(16, 32, 32, 64), layers_per_block=2, attention_head_dim=(2, 4, 4, 8),
-        cross_attention_dim=16, norm_num_groups=8, **blocks(True, True, True, False),
+        block_out_channels=(16, 32, 32, 64),
+        layers_per_block=2,
+        attention_head_dim=(2, 4, 4, 8),
+        cross_attention_dim=16,
+        norm_num_groups=8,
+        **blocks(True, True, True, False),
     ),
     "linear-projection-upcast": dict(
-        block_out_channels=(32, 32, 64), layers_per_block=1, attention_head_dim=(4, 2, 8), cross_attention_dim=32,
-        norm_num_groups=16, use_linear_projection=True, upcast_attention=True, **blocks(True, True, True),
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        attention_head_dim=(4, 2, 8),
+        cross_attention_dim=32,
+        norm_num_groups=16,
+        use_linear_projection=True,
+        upcast_attention=True,
+        **blocks(True, True, True),
     ),
     "sd-layout-2-layer-transformers": dict(
-        block_out_channels=(16, 32, 64, 64), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8,
-        norm_num_groups=8, transformer_layers_per_block=2, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
-        in_channels=3, out_channels=5, **blocks(True, True, True, False),
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        attention_head_dim=4,
+        cross_attention_dim=8,
+        norm_num_groups=8,
+        transformer_layers_per_block=2,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        norm_eps=1e-6,
+        in_channels=3,
+        out_channels=5,
+        **blocks(True, True, True, False),
     ),
     "plain-first-level": dict(
-        block_out_channels=(16, 32), layers_per_block=2, attention_head_dim=(1, 4), cross_attention_dim=12,
-        norm_num_groups=4, use_linear_projection=True, **blocks(False, True),
+        block_out_channels=(16, 32),
+        layers_per_block=2,
+        attention_head_dim=(1, 4),
+        cross_attention_dim=12,
+        norm_num_groups=4,
+        use_linear_projection=True,
+        **blocks(False, True),
     ),
 }
 

@@ -2,6 +2,7 @@
 no mapping, fp32, max |ours − diffusers| ≤ 1e-5 × the output's scale. diffusers leaves scaling to its
 pipelines, so ours is compared with `scaling_factor · encode(x)` and `decode(latents / scaling_factor)`, the
 latter clamped to [-1, 1] as diffusers' image post-processing does and our Encoder interface requires."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,16 +22,33 @@ CONFIGS = {
         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, sample_size=16, **levels(2)
     ),
     "4-levels-lpb2": dict(
-        block_out_channels=(8, 16, 16, 32), layers_per_block=2, norm_num_groups=8, latent_channels=3,
-        sample_size=32, scaling_factor=0.13025, **levels(4),
+        block_out_channels=(8, 16, 16, 32),
+        layers_per_block=2,
+        norm_num_groups=8,
+        latent_channels=3,
+        sample_size=32,
+        scaling_factor=0.13025,
+        **levels(4),
     ),
     "3-levels-no-quant-conv": dict(
-        block_out_channels=(16, 16, 32), layers_per_block=1, norm_num_groups=4, use_quant_conv=False,
-        use_post_quant_conv=False, in_channels=1, out_channels=2, sample_size=16, **levels(3),
+        block_out_channels=(16, 16, 32),
+        layers_per_block=1,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        in_channels=1,
+        out_channels=2,
+        sample_size=16,
+        **levels(3),
     ),
     "no-mid-attention": dict(
-        block_out_channels=(8, 16), layers_per_block=2, norm_num_groups=8, mid_block_add_attention=False,
-        latent_channels=8, sample_size=16, **levels(2),
+        block_out_channels=(8, 16),
+        layers_per_block=2,
+        norm_num_groups=8,
+        mid_block_add_attention=False,
+        latent_channels=8,
+        sample_size=16,
+        **levels(2),
     ),
 }
 

@@ -1,4 +1,5 @@
 """Behaviour of the `clip-text` text conditioner and its tokenizer (parity with transformers: tests/parity)."""
+
 from __future__ import annotations
 
 import copy
@@ -176,7 +177,10 @@ def test_defaults_are_sd1_text_tower() -> None:
     config = Config()
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
     assert (config.intermediate_size, config.hidden_act, config.vocab_size, config.max_length) == (
-        3072, "quick_gelu", 49408, 77
+        3072,
+        "quick_gelu",
+        49408,
+        77,
     )
 
 

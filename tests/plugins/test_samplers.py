@@ -1,4 +1,5 @@
 """The built-in sampler `cfg` (also named `img2img`): its contract suite, guidance rescale, default strength."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,8 +48,18 @@ def run(sampler, strength=None, init=True):
     noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     events = []
     init_latents = torch.zeros_like(noise) if init else None
-    sampler(SamplerInputs(StandInDenoiser(4, 8), scheduler, noise, torch.zeros(1, 3, 8), steps=10,
-                          init_latents=init_latents, strength=strength, callback=events.append))
+    sampler(
+        SamplerInputs(
+            StandInDenoiser(4, 8),
+            scheduler,
+            noise,
+            torch.zeros(1, 3, 8),
+            steps=10,
+            init_latents=init_latents,
+            strength=strength,
+            callback=events.append,
+        )
+    )
     return len(events)
 
 
@@ -57,7 +68,7 @@ def test_init_latents_use_the_configured_strength_unless_given():
     assert run(sampler) == 3
     assert run(sampler, strength=0.6) == 6
     assert run(sampler, init=False) == 10
-    assert run(core.create("sampler", "cfg")) == 8                          # the default strength, 0.8
+    assert run(core.create("sampler", "cfg")) == 8  # the default strength, 0.8
 
 
 def test_img2img_is_the_cfg_sampler_under_its_old_name():

@@ -2,6 +2,7 @@
 
 Numerical parity with diffusers is in tests/parity/test_scheduler_parity.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ def test_scale_model_input_is_pure(name: str) -> None:
     plain.set_timesteps(10)
     probed.set_timesteps(10)
     sample = noise() * plain.init_noise_sigma
-    for t in reversed(probed.timesteps):                                     # out of order, repeatedly
+    for t in reversed(probed.timesteps):  # out of order, repeatedly
         assert torch.equal(probed.scale_model_input(sample, t), probed.scale_model_input(sample, float(t)))
     generator_a, generator_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     a = b = sample
@@ -109,7 +110,10 @@ def test_a_generator_per_sample_makes_a_batch_equal_its_singles(name: str) -> No
     single_generators = [torch.Generator().manual_seed(10 + i) for i in range(3)]
     for t in scheduler.timesteps:
         batch = scheduler.step(0.5 * batch, t, batch, generator=batch_generators).prev_sample
-        singles = [scheduler.step(0.5 * s, t, s, generator=[g]).prev_sample for s, g in zip(singles, single_generators)]
+        singles = [
+            scheduler.step(0.5 * s, t, s, generator=[g]).prev_sample
+            for s, g in zip(singles, single_generators, strict=True)
+        ]
     torch.testing.assert_close(batch, torch.cat(singles), rtol=1e-6, atol=1e-6)
 
 
@@ -129,14 +133,16 @@ def test_ddim_steps_to_the_next_scheduled_timestep_for_every_spacing(spacing: st
 def test_repeated_timesteps_are_stepped_in_order() -> None:
     """Cosine + Karras σ rounds many DPM-Solver timesteps to the same value; each is a step of its own, also when
     the loop passes plain numbers (elements of `timesteps` are located exactly, by storage offset)."""
-    by_element, by_number = (build("dpmpp-2m", beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True,
-                                   timestep_spacing="trailing") for _ in range(2))
+    by_element, by_number = (
+        build("dpmpp-2m", beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True, timestep_spacing="trailing")
+        for _ in range(2)
+    )
     for scheduler in (by_element, by_number):
         scheduler.set_timesteps(10)
     values = by_number.timesteps.tolist()
     assert len(set(values)) < len(values)
     a = b = noise()
-    for t, value in zip(by_element.timesteps, values):
+    for t, value in zip(by_element.timesteps, values, strict=True):
         a = by_element.step(0.5 * a, t, a).prev_sample
         b = by_number.step(0.5 * b, value, b).prev_sample
     assert torch.equal(a, b) and torch.isfinite(a).all()
@@ -183,7 +189,7 @@ def test_timestep_outside_the_schedule_is_an_input_error(name: str) -> None:
     x = noise()
     with pytest.raises(InputError, match="not in the current schedule"):
         scheduler.step(x, 123.25, x)
-    if isinstance(scheduler, schedules.SigmaScheduler):                      # VP rules feed x_t unscaled
+    if isinstance(scheduler, schedules.SigmaScheduler):  # VP rules feed x_t unscaled
         with pytest.raises(InputError, match="not in the current schedule"):
             scheduler.scale_model_input(x, torch.tensor(123.25))
 
@@ -250,8 +256,9 @@ def test_config_is_frozen() -> None:
 
 
 def test_cosine_is_an_alias_of_squaredcos_cap_v2() -> None:
-    cosine, squared = (schedules.betas(schedules.ScheduleConfig(beta_schedule=name))
-                       for name in ("cosine", "squaredcos_cap_v2"))
+    cosine, squared = (
+        schedules.betas(schedules.ScheduleConfig(beta_schedule=name)) for name in ("cosine", "squaredcos_cap_v2")
+    )
     assert torch.equal(cosine, squared) and float(cosine.max()) == pytest.approx(0.999)
 
 
@@ -271,9 +278,10 @@ def test_spaced_timesteps_are_n_descending_values_in_range(spacing: str, steps: 
 
 def test_sigma_timestep_round_trip() -> None:
     train = schedules.sigmas_from_alphas_cumprod(schedules.alphas_cumprod(schedules.ScheduleConfig())).numpy()
-    t = np.array([0.0, 3.0, 250.0, 998.0, 999.0])              # between them σ is linear one way, log σ the other
-    np.testing.assert_allclose(schedules.timesteps_from_sigmas(schedules.interpolate_sigmas(t, train), train), t,
-                               atol=1e-3)
+    t = np.array([0.0, 3.0, 250.0, 998.0, 999.0])  # between them σ is linear one way, log σ the other
+    np.testing.assert_allclose(
+        schedules.timesteps_from_sigmas(schedules.interpolate_sigmas(t, train), train), t, atol=1e-3
+    )
     assert schedules.timesteps_from_sigmas(np.array([1e-6, 1e6]), train).tolist() == [0.0, 999.0]
 
 
@@ -293,7 +301,7 @@ def test_prediction_conversions_invert_the_forward_process(prediction_type: str)
     output = {"epsilon": eps, "v_prediction": alpha * eps - sigma * x0, "sample": x0}[prediction_type]
     torch.testing.assert_close(schedules.predicted_x0(prediction_type, output, x_t, alpha, sigma), x0)
     torch.testing.assert_close(schedules.predicted_eps(prediction_type, output, x_t, alpha, sigma), eps)
-    s = sigma / alpha                                                         # the same point in σ-space
+    s = sigma / alpha  # the same point in σ-space
     torch.testing.assert_close(schedules.predicted_x0_sigma(prediction_type, output, x_t / alpha, s), x0)
 
 
@@ -307,7 +315,7 @@ def test_img2img_start(steps: int, strength: float, start: int) -> None:
 def test_lms_coefficients_are_exact_integrals_of_the_lagrange_basis() -> None:
     sigmas = np.array([14.6, 9.1, 5.2, 3.3, 1.9, 0.8, 0.0])
     table = lms_plugin.lms_coefficients(sigmas, 4)
-    nodes, weights = np.polynomial.legendre.leggauss(4)                       # exact for degree ≤ 7
+    nodes, weights = np.polynomial.legendre.leggauss(4)  # exact for degree ≤ 7
     for i in range(len(sigmas) - 1):
         a, b = sigmas[i], sigmas[i + 1]
         tau = (b - a) / 2 * nodes + (a + b) / 2
@@ -319,12 +327,12 @@ def test_lms_coefficients_are_exact_integrals_of_the_lagrange_basis() -> None:
                     if m != j:
                         basis *= (tau - points[m]) / (points[j] - points[m])
                 assert table[i][k - 1][j] == pytest.approx((b - a) / 2 * np.dot(weights, basis), rel=1e-12, abs=1e-12)
-            assert sum(table[i][k - 1][:k]) == pytest.approx(b - a)          # Σ ℓ_j = 1
+            assert sum(table[i][k - 1][:k]) == pytest.approx(b - a)  # Σ ℓ_j = 1
 
 
 def test_lms_integrates_once_in_set_timesteps(monkeypatch: pytest.MonkeyPatch) -> None:
     lms = build("lms")
-    lms.set_timesteps(1000)                                                   # the whole table, fast
+    lms.set_timesteps(1000)  # the whole table, fast
     lms.set_timesteps(20)
     monkeypatch.setattr(lms_plugin, "lms_coefficients", lambda *a: pytest.fail("integrated inside step"))
     sample = noise() * lms.init_noise_sigma
@@ -339,7 +347,7 @@ def test_timesteps_are_looked_up_without_reading_them_back() -> None:
     euler.set_timesteps(10)
     tail = euler.timesteps[4:]
     assert [euler.index_of(t) for t in tail] == list(range(4, 10))
-    assert euler.index_of(euler.timesteps[6].clone()) == 6                    # a copy: looked up by value
+    assert euler.index_of(euler.timesteps[6].clone()) == 6  # a copy: looked up by value
 
 
 def test_add_noise_accepts_any_training_timestep_and_batches() -> None:
@@ -347,7 +355,7 @@ def test_add_noise_accepts_any_training_timestep_and_batches() -> None:
     x0, eps = noise(1), noise(2)
     alpha_prod = ddpm.alphas_cumprod[321]
     expected = alpha_prod**0.5 * x0 + (1 - alpha_prod) ** 0.5 * eps
-    torch.testing.assert_close(ddpm.add_noise(x0, eps, 321), expected)          # no set_timesteps needed
+    torch.testing.assert_close(ddpm.add_noise(x0, eps, 321), expected)  # no set_timesteps needed
     torch.testing.assert_close(ddpm.add_noise(x0, eps, torch.tensor([321, 321])), expected)
     euler.set_timesteps(10)
     t = euler.timesteps[3]
@@ -360,9 +368,17 @@ def test_add_noise_accepts_any_training_timestep_and_batches() -> None:
 
 
 SD15 = {
-    "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
-    "steps_offset": 1, "trained_betas": None, "clip_sample": False,
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
 }
 
 
@@ -372,7 +388,12 @@ def test_stable_diffusion_15_config_becomes_lms_with_a_note(caplog: pytest.LogCa
     assert type(scheduler).__name__ == "LMS"
     c = scheduler.config
     assert (c.beta_schedule, c.beta_start, c.beta_end, c.steps_offset, c.timestep_spacing) == (
-        "scaled_linear", 0.00085, 0.012, 1, "leading")
+        "scaled_linear",
+        0.00085,
+        0.012,
+        1,
+        "leading",
+    )
     assert [r.getMessage() for r in caplog.records] == [
         "scheduler config: PNDMScheduler (PLMS) has no diffstack implementation; using 'lms', the linear multistep "
         "rule of the same order (4), with the same noise schedule and timesteps"
@@ -381,15 +402,25 @@ def test_stable_diffusion_15_config_becomes_lms_with_a_note(caplog: pytest.LogCa
 
 @pytest.mark.parametrize(
     "class_name, name",
-    [("DDPMScheduler", "ddpm"), ("DDIMScheduler", "ddim"), ("LMSDiscreteScheduler", "lms"),
-     ("EulerDiscreteScheduler", "euler"), ("EulerAncestralDiscreteScheduler", "euler-ancestral"),
-     ("DPMSolverMultistepScheduler", "dpmpp-2m")],
+    [
+        ("DDPMScheduler", "ddpm"),
+        ("DDIMScheduler", "ddim"),
+        ("LMSDiscreteScheduler", "lms"),
+        ("EulerDiscreteScheduler", "euler"),
+        ("EulerAncestralDiscreteScheduler", "euler-ancestral"),
+        ("DPMSolverMultistepScheduler", "dpmpp-2m"),
+    ],
 )
 def test_diffusers_configs_map_one_to_one(tmp_path: Path, class_name: str, name: str) -> None:
     diffusers = pytest.importorskip("diffusers")
-    reference = getattr(diffusers, class_name)(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                               prediction_type="v_prediction", timestep_spacing="trailing")
-    reference.save_config(tmp_path / "scheduler")                             # a diffusers model folder
+    reference = getattr(diffusers, class_name)(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    reference.save_config(tmp_path / "scheduler")  # a diffusers model folder
     scheduler = scheduler_from_diffusers(tmp_path, plugins=PLUGINS)
     assert type(scheduler) is type(build(name))
     scheduler.set_timesteps(20)

@@ -1,4 +1,5 @@
 """The `shapes` data set: determinism, exact colours, sizes, jitter, the held-out rule, the analyser."""
+
 from __future__ import annotations
 
 import re
@@ -57,7 +58,9 @@ def test_size_and_jitter(shape: str, size: str) -> None:
     for dx, dy in [(0.0, 0.0), (render.MAX_JITTER, -render.MAX_JITTER), (-render.MAX_JITTER, render.MAX_JITTER)]:
         mask = render.mask(render.Scene(size, "red", shape, "blue", dx, dy), 64)
         ys, xs = np.nonzero(mask)
-        assert abs((ys.max() - ys.min() + 1) - render.SIZES[size] * 64) <= 2  # height ≈ size · side (apex: ≤ 2 px short)
+        assert (
+            abs((ys.max() - ys.min() + 1) - render.SIZES[size] * 64) <= 2
+        )  # height ≈ size · side (apex: ≤ 2 px short)
         centre_x, centre_y = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
         assert abs(centre_x - 32 - dx * 64) <= 1.5 and abs(centre_y - 32 - dy * 64) <= 2
         assert 0 < ys.min() and ys.max() < 63 and 0 < xs.min() and xs.max() < 63  # never touches the border
@@ -84,7 +87,9 @@ def test_captions_name_the_scene() -> None:
     data = core.create("dataset", "shapes", split="all")
     for i in range(20):
         truth = data.attributes(i)
-        assert data[i][1] == f"a {truth['size']} {truth['color']} {truth['shape']} on a {truth['background']} background"
+        assert (
+            data[i][1] == f"a {truth['size']} {truth['color']} {truth['shape']} on a {truth['background']} background"
+        )
         assert data.is_heldout(truth) == render.is_heldout(truth["color"], truth["shape"], truth["background"])
 
 
@@ -97,6 +102,11 @@ def test_analyser_reads_rendered_ground_truth() -> None:
 def test_analyser_survives_noise_and_reports_an_empty_image() -> None:
     scene = render.Scene("large", "green", "triangle", "white", 0.05, -0.03)
     noisy = render.render(scene).astype(np.int16) + np.random.default_rng(0).integers(-20, 21, (64, 64, 3))
-    assert analyse(noisy.clip(0, 255).astype(np.uint8)) == {"background": "white", "color": "green", "shape": "triangle", "size": "large"}
+    assert analyse(noisy.clip(0, 255).astype(np.uint8)) == {
+        "background": "white",
+        "color": "green",
+        "shape": "triangle",
+        "size": "large",
+    }
     blank = np.full((64, 64, 3), render.PALETTE["blue"], dtype=np.uint8)
     assert analyse(blank) == {"background": "blue", "color": "none", "shape": "none", "size": "none"}

@@ -1,4 +1,5 @@
 """`unet2d-condition`: the Denoiser contract, config checks, input errors, dtypes and layouts."""
+
 from __future__ import annotations
 
 import pydantic

@@ -1,4 +1,5 @@
 """`vae-kl`: the Encoder contract, scaling, posterior sampling, input errors, fp32 upcast, sliced/tiled decode."""
+
 from __future__ import annotations
 
 import logging

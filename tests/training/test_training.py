@@ -1,4 +1,5 @@
 """The training loop and the four stages, on tiny models and a handful of steps."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,15 +19,30 @@ from core.training.export import component_info, load_component
 from core.training.loop import CHECKPOINT, LOG, TrainConfig, train
 
 TINY_VAE = {
-    "block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
-    "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 16,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "sample_size": 16,
 }
-TINY_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "max_position_embeddings": 16, "max_length": 16}
+TINY_TEXT = {
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 16,
+    "max_length": 16,
+}
 TINY_UNET = {
-    "sample_size": 8, "block_out_channels": [16, 32], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1, "attention_head_dim": 2,
-    "cross_attention_dim": 16, "norm_num_groups": 8,
+    "sample_size": 8,
+    "block_out_channels": [16, 32],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "layers_per_block": 1,
+    "attention_head_dim": 2,
+    "cross_attention_dim": 16,
+    "norm_num_groups": 8,
 }
 
 
@@ -49,7 +65,9 @@ def unet_objective() -> DiffusionObjective:
     torch.manual_seed(0)
     unet = core.create("denoiser", "unet2d-condition", **TINY_UNET)
     schedule = torch.linspace(0.999, 0.01, 100)
-    return DiffusionObjective(unet, schedule, torch.randn(8, 4, 8, 8), torch.arange(8) % 2, torch.randn(2, 5, 16), torch.randn(5, 16))
+    return DiffusionObjective(
+        unet, schedule, torch.randn(8, 4, 8, 8), torch.arange(8) % 2, torch.randn(2, 5, 16), torch.randn(5, 16)
+    )
 
 
 def losses(out) -> list[float]:
@@ -105,8 +123,22 @@ def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> Non
     eval_command.add_parser(commands)
     models = tmp_path / "models"
     for stage in ("vae", "decoder", "clip", "unet"):
-        args = parser.parse_args(["train", stage, "--steps", "2", "--batch-size", "2", "--out", str(tmp_path / stage),
-                                  "--model-dir", str(models), "--device", "cpu"])
+        args = parser.parse_args(
+            [
+                "train",
+                stage,
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path / stage),
+                "--model-dir",
+                str(models),
+                "--device",
+                "cpu",
+            ]
+        )
         assert args.run(args) == 0
         info = component_info(models / recipes.WEIGHT_FILES[stage])
         assert info["kind"] == recipes.KINDS[stage]
@@ -114,9 +146,29 @@ def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> Non
     assert isinstance(encoder, core.Encoder) and encoder.scaling_factor > 0
     denoiser = load_component(models / "denoiser.safetensors")
     text = load_component(models / "text.safetensors")
-    assert denoiser(torch.zeros(1, 4, 8, 8), 10, text(["a small red circle on a blue background"])).shape == (1, 4, 8, 8)
-    args = parser.parse_args(["train", "unet", "--steps", "3", "--batch-size", "2", "--out", str(tmp_path / "unet"),
-                              "--model-dir", str(models), "--device", "cpu", "--resume"])
+    assert denoiser(torch.zeros(1, 4, 8, 8), 10, text(["a small red circle on a blue background"])).shape == (
+        1,
+        4,
+        8,
+        8,
+    )
+    args = parser.parse_args(
+        [
+            "train",
+            "unet",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "unet"),
+            "--model-dir",
+            str(models),
+            "--device",
+            "cpu",
+            "--resume",
+        ]
+    )
     assert args.run(args) == 0 and json.loads((tmp_path / "unet" / "state.json").read_text())["step"] == 3
 
 
@@ -136,7 +188,11 @@ def test_attribute_accuracy_of_a_perfect_and_a_blind_generator() -> None:
         return torch.full((len(prompts), 3, 64, 64), -1.0)
 
     assert evaluate.attribute_accuracy(perfect, data, 10, batch_size=3) == {
-        "background": 1.0, "color": 1.0, "shape": 1.0, "size": 1.0, "all three": 1.0
+        "background": 1.0,
+        "color": 1.0,
+        "shape": 1.0,
+        "size": 1.0,
+        "all three": 1.0,
     }
     assert evaluate.attribute_accuracy(blind, data, 10)["all three"] == 0.0
 

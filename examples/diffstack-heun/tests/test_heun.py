@@ -1,4 +1,5 @@
 """diffstack-heun: parity with diffusers' HeunDiscreteScheduler (a test-only oracle), and diffstack's contract."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -40,12 +41,25 @@ def trajectory(scheduler, steps: int, *, strength: float | None = None) -> list[
 
 @pytest.mark.parametrize(
     "schedule, spacing, prediction_type, steps, karras",
-    list(itertools.product(SCHEDULES, ["linspace", "leading", "trailing"], ["epsilon", "v_prediction", "sample"],
-                           [7, 10], [False, True])),
+    list(
+        itertools.product(
+            SCHEDULES,
+            ["linspace", "leading", "trailing"],
+            ["epsilon", "v_prediction", "sample"],
+            [7, 10],
+            [False, True],
+        )
+    ),
 )
 def test_parity_with_diffusers(schedule: str, spacing: str, prediction_type: str, steps: int, karras: bool) -> None:
-    kwargs = dict(beta_schedule=schedule, timestep_spacing=spacing, prediction_type=prediction_type,
-                  steps_offset=1 if spacing == "leading" else 0, use_karras_sigmas=karras, **SCHEDULES[schedule])
+    kwargs = dict(
+        beta_schedule=schedule,
+        timestep_spacing=spacing,
+        prediction_type=prediction_type,
+        steps_offset=1 if spacing == "leading" else 0,
+        use_karras_sigmas=karras,
+        **SCHEDULES[schedule],
+    )
     ours, reference = Heun(Config(**kwargs)), HeunDiscreteScheduler(**kwargs)
     ours.set_timesteps(steps)
     reference.set_timesteps(steps)
@@ -53,7 +67,7 @@ def test_parity_with_diffusers(schedule: str, spacing: str, prediction_type: str
     assert torch.equal(ours.timesteps, reference.timesteps)
     expected = trajectory(reference, steps)
     scale = max(x.abs().max().item() for x in expected)
-    for i, (a, b) in enumerate(zip(trajectory(ours, steps), expected)):
+    for i, (a, b) in enumerate(zip(trajectory(ours, steps), expected, strict=True)):
         assert (a - b).abs().max().item() <= 1e-5 * scale, f"visit {i}"
 
 
@@ -65,7 +79,7 @@ def test_strength_starts_where_diffusers_img2img_starts(spacing: str, strength: 
     ours.set_timesteps(steps, strength=strength)
     reference = HeunDiscreteScheduler(timestep_spacing=spacing)
     reference.set_timesteps(steps)
-    t_start = max(steps - min(int(steps * strength), steps), 0)          # StableDiffusionImg2ImgPipeline
+    t_start = max(steps - min(int(steps * strength), steps), 0)  # StableDiffusionImg2ImgPipeline
     assert torch.equal(ours.timesteps, reference.timesteps[t_start * reference.order :])
     assert torch.equal(ours.sigmas, reference.sigmas[t_start * reference.order :])
 
