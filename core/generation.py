@@ -26,8 +26,8 @@ class Settings:
     and validated.
 
     Image j (counting across prompts, prompt-major) is drawn from seed + j. `strength` is the img2img
-    strength, or what the call gave without an init image (None, or 1.0: a txt2img run; any other value is
-    refused by the sampler). `scheduler` is the plugin name of the update rule that ran, `scheduler_config` its config.
+    strength, None for a txt2img run. `scheduler` is the plugin name of the update rule that ran,
+    `scheduler_config` its config.
     """
 
     pipeline: str

@@ -98,9 +98,16 @@ class Pipeline:
         self, prompt: str | list[str], *, image: InitImage | None = None, scheduler: str | None = None, **given: Any
     ) -> Settings:
         """The validated `Settings` of a call with these arguments (the keyword arguments of `__call__`)."""
-        first = (image[0] if isinstance(image, list) else image) if image is not None else None
-        if first is not None:
-            given = {"height": first.height, "width": first.width} | {k: v for k, v in given.items() if v is not None}
+        images = [] if image is None else image if isinstance(image, list) else [image]
+        if not all(isinstance(i, Image.Image) for i in images) or image == []:
+            raise InputError(f"image must be a PIL image or a non-empty list of them, got {type(image).__name__}",
+                             hint="open the file with PIL.Image.open(path).convert('RGB')")  # fmt: skip
+        if images:
+            size = {"height": images[0].height, "width": images[0].width}  # unless the call sets them
+            given = size | {key: value for key, value in given.items() if value is not None}
+        elif given.get("strength") not in (None, 1.0):
+            raise InputError(f"strength {given['strength']} applies to an init image, and none was given",
+                             hint="pass image= (--image on the command line), or leave strength unset")  # fmt: skip
         resolved = {
             field: self._default(field, given.get(field)) for field in ("steps", "guidance_scale", "height", "width")
         }
@@ -111,7 +118,7 @@ class Pipeline:
         settings = Settings(
             pipeline=self.name, prompts=prompts, negative_prompts=negatives,
             seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
-            strength=given.get("strength") if image is None else self._strength(given.get("strength")),
+            strength=self._strength(given.get("strength")) if images else None,
             scheduler=scheduler or self.scheduler_name, scheduler_config=own.config.model_dump(mode="json"),
         )  # fmt: skip
         train_timesteps = own.config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it

@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         performance=fast(resolve_device(args.device)) if args.fast else None,
     )
-    image = _open_image(args.image) if args.image else None
-    generation = pipe(request.pop("prompt"), **request, image=image, strength=args.strength)
+    init_image = _open_image(args.image) if args.image else None
+    generation = pipe(request.pop("prompt"), **request, image=init_image, strength=args.strength)
     recipe = _recipe(generation.settings)
     images = generation.images
     if grid:

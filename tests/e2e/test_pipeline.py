@@ -118,7 +118,8 @@ def test_callback_sees_every_step_in_order(tiny_pipeline):
         ({"guidance_scale": -1.0}, "guidance_scale must be ≥ 0, got -1.0"),
         ({"height": 33}, r"height 33 is not a positive multiple of 2"),
         ({"num_images": 0}, "num_images must be a positive integer"),
-        ({"strength": 1.5}, r"strength must be a number in \(0, 1\]"),
+        ({"strength": 0.5}, "strength 0.5 applies to an init image, and none was given"),
+        ({"image": "source.png"}, "image must be a PIL image or a non-empty list of them, got str"),
         ({"scheduler": "eulr"}, "did you mean 'euler'"),
     ],
 )
@@ -156,6 +157,8 @@ def test_img2img_starts_from_the_init_image(tiny_pipeline):
     assert (light - reference).abs().mean() < (heavy - reference).abs().mean()
     with pytest.raises(InputError, match="init image is 32×32 but the run is 64×64"):
         tiny_pipeline("x", image=source, height=64, width=64)
+    with pytest.raises(InputError, match=r"strength must be a number in \(0, 1\], got 1.5"):
+        tiny_pipeline("x", image=source, strength=1.5)
 
 
 def test_naming_the_pipelines_own_scheduler_keeps_its_options(tiny_registry, tmp_path):
