@@ -22,6 +22,11 @@ class PluginError(DiffstackError):
     """A plugin failed to load, clashes with another one, or broke its hook contract."""
 
 
+class PluginWarning(UserWarning):
+    """A plugin was skipped (it failed to load) or disabled (its kind/name clashes with another plugin's).
+    Python shows each one once per process; `diffstack --strict` and `strict=True` make them errors."""
+
+
 class UnknownComponentError(PluginError):
     """No plugin provides the requested kind/name (a usage error: the name is misspelled or not installed)."""
 

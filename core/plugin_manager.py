@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,11 +22,9 @@ import pluggy
 
 from core import hookspecs
 from core.component_spec import ComponentSpec
-from core.errors import DiffstackError, PluginError, UnknownComponentError
+from core.errors import DiffstackError, PluginError, PluginWarning, UnknownComponentError
 from core.interfaces import KINDS
 from core.suggest import did_you_mean
-
-log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "diffstack"
 Source = Literal["builtin", "entry-point", "registry", "manual"]
@@ -64,6 +62,21 @@ class LoadProblem:
 
 
 @dataclass(frozen=True)
+class NameClash:
+    """Two or more plugins provide the same kind/name: that one component is disabled, the rest keep working."""
+
+    kind: str
+    name: str
+    providers: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is provided by {len(self.providers)} plugins: {' and '.join(self.providers)}; "
+            f"it is disabled until only one provides it (uninstall or rename the others)"
+        )
+
+
+@dataclass(frozen=True)
 class ComponentRecord:
     """A component spec together with the plugin that provides it."""
 
@@ -78,7 +91,7 @@ class PluginManager:
         self.strict = strict
         self.hook_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.hook_manager.add_hookspecs(hookspecs)
-        self.problems: list[LoadProblem] = []
+        self.problems: list[LoadProblem | NameClash] = []
         self._info: dict[str, PluginInfo] = {}
         self._table: dict[tuple[str, str], ComponentRecord] | None = None
 
@@ -161,20 +174,17 @@ class PluginManager:
         return list(self._info.values())
 
     def components(self) -> dict[tuple[str, str], ComponentRecord]:
-        """The (kind, name) → ComponentRecord table, built on first use."""
+        """The (kind, name) → ComponentRecord table, built on first use. A kind/name that several plugins
+        provide is left out of it and recorded as a `NameClash` (fatal under `strict`)."""
         if self._table is None:
-            table: dict[tuple[str, str], ComponentRecord] = {}
+            claims: dict[tuple[str, str], list[ComponentRecord]] = {}
             for plugin_name in self._info:
                 for spec in self._specs_of(plugin_name):
-                    key = (spec.kind, spec.name)
-                    if key in table:
-                        raise PluginError(
-                            f"{spec.kind} {spec.name!r} is provided twice: by {table[key].plugin.provider} "
-                            f"and by {self._info[plugin_name].provider}",
-                            hint="uninstall or rename one of them",
-                        )
-                    table[key] = ComponentRecord(spec, self._info[plugin_name])
-            self._table = table
+                    claims.setdefault((spec.kind, spec.name), []).append(ComponentRecord(spec, self._info[plugin_name]))
+            for (kind, name), records in claims.items():
+                if len(records) > 1:
+                    self._report(NameClash(kind, name, tuple(r.plugin.provider for r in records)))
+            self._table = {key: records[0] for key, records in claims.items() if len(records) == 1}
         return self._table
 
     def names(self, kind: str) -> list[str]:
@@ -186,6 +196,9 @@ class PluginManager:
         if kind not in KINDS:
             raise UnknownComponentError(f"unknown component kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
         record = self.components().get((kind, name))
+        clash = next((p for p in self.problems if isinstance(p, NameClash) and (p.kind, p.name) == (kind, name)), None)
+        if clash is not None:
+            raise PluginError(str(clash), hint="uninstall one of the packages named above")
         if record is None:
             existing = self.names(kind)
             raise UnknownComponentError(
@@ -223,8 +236,16 @@ class PluginManager:
         problem = LoadProblem(info.name, info.distribution, info.version, f"{type(exc).__name__}: {exc}")
         if self.strict:
             raise PluginError(str(problem).replace(" and was skipped", ""), hint="fix or uninstall it") from exc
-        log.warning("%s", problem)
-        self.problems.append(problem)
+        self._report(problem)
+
+    def _report(self, problem: LoadProblem | NameClash) -> None:
+        """Record a problem (once) and warn about it: a `PluginWarning`, shown once per process by Python's
+        default filter; under `strict` a PluginError instead."""
+        if self.strict:
+            raise PluginError(str(problem), hint="fix or uninstall the plugins named above")
+        if problem not in self.problems:
+            self.problems.append(problem)
+            warnings.warn(str(problem), PluginWarning, stacklevel=2)
 
 
 def _import_file(name: str, path: Path) -> ModuleType:

@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"diffstack {core.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--strict", action="store_true", help="a plugin that fails to load is fatal")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="a plugin that fails to load, or a kind/name two plugins provide, is fatal",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from core.cli.shared import plugin_manager
 from core.create import create
 from core.registry import load_registry
 from core.training import recipes, stages
@@ -37,7 +38,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipe = load_registry(args.registry).build(args.pipeline, device=args.device)
+    pipe = load_registry(args.registry, plugin_manager=plugin_manager(args)).build(args.pipeline, device=args.device)
     settings = pipe.settings("", steps=args.steps, guidance_scale=args.guidance)
 
     def generate(prompts: list[str], seed: int) -> torch.Tensor:

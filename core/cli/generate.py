@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 import core
+from core.cli.shared import plugin_manager
 from core.devices import resolve_device
 from core.errors import InputError
 from core.generation import Settings
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
             f"--out {out} names one file but {request['num_images']} images were asked for",
             hint="give a folder, or add --grid",
         )
+    registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
     _check_writable(out.parent if single_file else out)
-    registry = load_registry(args.registry)
     pipe = registry.build(
         request.pop("pipeline") or registry.default_pipeline,
         device=args.device,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
+from core.errors import PluginWarning
 from core.plugin_manager import PluginManager
 
 
 def plugin_manager(args: argparse.Namespace) -> PluginManager:
-    manager = PluginManager.discover(strict=args.strict)
+    """Built-ins and installed plugins, `--strict` applied; each problem printed once as `warning: …`, and
+    whatever a registry file adds later is reported by Python's warnings (once each)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        manager = PluginManager.discover(strict=args.strict)
+        manager.components()  # name clashes are found when the table is built
     for problem in manager.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return manager

@@ -83,3 +83,29 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["frobnicate"])
     assert caught.value.code == 2
+
+
+def test_a_name_clash_disables_one_name_and_strict_makes_it_fatal(install_distribution, tmp_path, capsys):
+    from test_plugin_manager import install_clashing_pair
+
+    install_clashing_pair(install_distribution)
+    out = tmp_path / "out"
+    assert main(["generate", "a large red circle on a blue background", "--steps", "2", "--out", str(out)]) == 0
+    assert len(list(out.glob("*.png"))) == 1
+    err = capsys.readouterr().err
+    assert err.count("scheduler 'acme' is provided by 2 plugins") == 1 and "first-dist 1.0" in err
+    for argv in (["list"], ["validate"]):
+        assert main(argv) == 0
+    assert core.create("scheduler", "one") and core.create("scheduler", "ddim")
+    capsys.readouterr()
+    assert main(["--strict", "generate", "x", "--out", str(tmp_path / "strict")]) == 1
+    assert "error: scheduler 'acme' is provided by 2 plugins" in capsys.readouterr().err
+    assert not (tmp_path / "strict").exists()
+
+
+def test_strict_generate_refuses_a_broken_plugin_and_plain_runs_warn_once(install_distribution, tmp_path, capsys):
+    install_distribution("bad-dist", "0.0.1", entry_points={"bad": "bad_mod"}, modules={"bad_mod": "1/0"})
+    assert main(["--strict", "generate", "x", "--out", str(tmp_path / "strict")]) == 1
+    assert "error: plugin 'bad' from package bad-dist 0.0.1 failed to load" in capsys.readouterr().err
+    assert main(["generate", "x", "--steps", "2", "--out", str(tmp_path / "plain")]) == 0
+    assert capsys.readouterr().err.count("plugin 'bad' from package bad-dist 0.0.1 failed to load") == 1

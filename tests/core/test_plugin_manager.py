@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict
 
 import core
 from core import ComponentSpec, PluginError, PluginManager
+from core.errors import PluginWarning
+from core.plugin_manager import LoadProblem
 
 PLUGIN_SOURCE = """
 from pydantic import BaseModel, ConfigDict
@@ -43,7 +45,7 @@ def test_entry_point_plugin_is_discovered_with_its_package(install_distribution)
     assert core.create("scheduler", "acme", size=5).config.size == 5
 
 
-def test_broken_plugin_is_reported_and_skipped_while_others_load(install_distribution, caplog):
+def test_broken_plugin_is_reported_and_skipped_while_others_load(install_distribution):
     install_distribution(
         "good-dist", "0.1", entry_points={"good": "good_mod"}, modules={"good_mod": plugin_source(name="good")}
     )
@@ -53,12 +55,13 @@ def test_broken_plugin_is_reported_and_skipped_while_others_load(install_distrib
         entry_points={"broken": "broken_mod"},
         modules={"broken_mod": "raise ImportError('no numpy here')"},
     )
-    manager = PluginManager.discover()
+    with pytest.warns(PluginWarning, match="broken-dist 9.9"):
+        manager = PluginManager.discover()
     assert manager.get("scheduler", "good")
     [problem] = manager.problems
+    assert isinstance(problem, LoadProblem)
     assert (problem.name, problem.distribution, problem.version) == ("broken", "broken-dist", "9.9")
     assert "ImportError: no numpy here" in problem.error
-    assert "broken-dist 9.9" in caplog.text
     assert "broken" not in [p.name for p in manager.plugins()]
 
 
@@ -76,19 +79,50 @@ def test_plugin_whose_hook_returns_garbage_is_guarded(install_distribution):
     assert "list of core.ComponentSpec" in manager.problems[0].error
 
 
-def test_two_providers_of_one_name_is_an_error_naming_both(install_distribution):
-    install_distribution(
-        "first-dist", "1.0", entry_points={"first": "first_mod"}, modules={"first_mod": plugin_source()}
-    )
-    install_distribution(
-        "second-dist", "2.0", entry_points={"second": "second_mod"}, modules={"second_mod": plugin_source()}
-    )
-    manager = PluginManager.discover()
-    with pytest.raises(PluginError) as caught:
+CLASHING_SOURCE = """
+from pydantic import BaseModel, ConfigDict
+from core import ComponentSpec, hookimpl
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Thing:
+    def __init__(self, config):
+        self.config = config
+
+@hookimpl
+def diffstack_components():
+    return [ComponentSpec("scheduler", "acme", Thing, Config), ComponentSpec("scheduler", "{other}", Thing, Config)]
+"""
+
+
+def install_clashing_pair(install_distribution) -> None:
+    """Two packages that both provide scheduler/acme, and one other scheduler each (one, two)."""
+    for dist, version, other in (("first-dist", "1.0", "one"), ("second-dist", "2.0", "two")):
+        module = f"{other}_mod"
+        source = CLASHING_SOURCE.replace("{other}", other)
+        install_distribution(dist, version, entry_points={module: module}, modules={module: source})
+
+
+def test_a_name_two_plugins_provide_is_disabled_and_everything_else_works(install_distribution):
+    install_clashing_pair(install_distribution)
+    with pytest.warns(PluginWarning, match="scheduler 'acme' is provided by 2 plugins") as caught:
+        manager = PluginManager.discover()
+        assert manager.get("scheduler", "one") and manager.get("scheduler", "two") and manager.get("scheduler", "ddim")
+    assert len(caught) == 1
+    with pytest.raises(PluginError) as failure:
+        manager.get("scheduler", "acme")
+    message = str(failure.value)
+    assert "first-dist 1.0" in message and "second-dist 2.0" in message and "uninstall" in message
+    assert [str(p) for p in manager.problems] == [str(caught[0].message)]
+    assert "acme" not in manager.names("scheduler")
+
+
+def test_strict_makes_a_name_clash_fatal(install_distribution):
+    install_clashing_pair(install_distribution)
+    manager = PluginManager.discover(strict=True)
+    with pytest.raises(PluginError, match="scheduler 'acme' is provided by 2 plugins"):
         manager.components()
-    message = str(caught.value)
-    assert "scheduler 'acme' is provided twice" in message
-    assert "first-dist 1.0" in message and "second-dist 2.0" in message
 
 
 def test_unknown_name_suggests_the_closest_and_lists_all(install_distribution):
