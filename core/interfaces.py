@@ -218,3 +218,25 @@ class Dataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
+
+
+INTERFACES: dict[Kind, type] = {
+    "encoder": Encoder,
+    "denoiser": Denoiser,
+    "text": TextConditioner,
+    "scheduler": Scheduler,
+    "sampler": Sampler,
+    "dataset": Dataset,
+}
+"""The Protocol each kind of component satisfies."""
+
+
+def missing_members(component: object, kind: Kind) -> list[str]:
+    """The attributes and methods of `kind`'s interface that `component` lacks; empty when it has them all."""
+    protocol = INTERFACES[kind]
+    methods = [
+        name
+        for name, value in vars(protocol).items()
+        if getattr(value, "__qualname__", "").startswith(f"{protocol.__name__}.")
+    ]
+    return [name for name in [*protocol.__annotations__, *methods] if not hasattr(component, name)]

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from core import weights
 from core.devices import placement_dtype, resolve_device, resolve_dtype
-from core.errors import ConfigError, PluginError, RegistryError, WeightsError
-from core.interfaces import MODEL_KINDS, PIPELINE_KINDS
+from core.errors import ConfigError, DiffstackError, PluginError, RegistryError, WeightsError
+from core.interfaces import INTERFACES, MODEL_KINDS, PIPELINE_KINDS, missing_members
 from core.performance import OPTIMISED_KINDS, Performance, optimise_part
 from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
@@ -358,14 +358,7 @@ class Registry:
         config = validate_config(spec.config, merged, where=f"{where} ({kind} {block.plugin!r})")
 
         def build() -> Any:
-            try:
-                component = spec.build(config)
-            except (ConfigError, WeightsError):
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"{where}: {kind} plugin {block.plugin!r} failed to build: {type(exc).__name__}: {exc}"
-                ) from exc
+            component = self._build_checked(kind, block, config, where)
             if state is not None and not isinstance(component, torch.nn.Module):
                 raise WeightsError(f"{where}: {kind} plugin {block.plugin!r} has no parameters to load weights into")
             return component
@@ -380,6 +373,53 @@ class Registry:
             )
         if isinstance(component, torch.nn.Module):
             component.eval().requires_grad_(False)
+        return component
+
+    def check_parts(self) -> list[str]:
+        """Build every declared part once, with its declared config and no weights (model parts on the meta
+        device, so nothing is allocated), and return one problem line per part that fails to build or lacks
+        part of its interface."""
+        blocks: list[tuple[str, InlineComponent, str]] = [
+            (decl.kind, decl, f"component {name!r}") for name, decl in self._components.items()
+        ]
+        for name, pipeline in self._pipelines.items():
+            for slot in PIPELINE_KINDS:
+                ref = getattr(pipeline, slot)
+                if isinstance(ref, InlineComponent):
+                    blocks.append((slot, ref, f"pipeline {name!r} -> {slot}"))
+        problems = []
+        for kind, block, where in blocks:
+            config = self.plugin_manager.get(kind, block.plugin).spec.config.model_validate(block.config)
+            try:
+                if kind in MODEL_KINDS:
+                    with torch.device("meta"), weights.SkipInitOnMeta():
+                        self._build_checked(kind, block, config, where)
+                else:
+                    self._build_checked(kind, block, config, where)
+            except DiffstackError as exc:
+                problems.append(exc.message)
+        return problems
+
+    def _build_checked(self, kind: str, block: InlineComponent, config: Any, where: str) -> Any:
+        """`block`'s plugin built with `config`; PluginError when its factory raises or returns something that
+        lacks part of `kind`'s interface."""
+        spec = self.plugin_manager.get(kind, block.plugin).spec
+        try:
+            component = spec.build(config)
+        except (ConfigError, WeightsError):
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{where}: {kind} plugin {block.plugin!r} failed to build: {type(exc).__name__}: {exc}"
+            ) from exc
+        missing = missing_members(component, kind)  # type: ignore[arg-type]
+        if missing:
+            raise PluginError(
+                f"{where}: {kind} plugin {block.plugin!r} returned a {type(component).__name__}, which lacks "
+                f"{', '.join(missing)} of core.{INTERFACES[kind].__name__}",  # type: ignore[index]
+                hint="its factory must return an object with every attribute and method of the interface "
+                "(docs/architecture.md, 'The five interfaces')",
+            )
         return component
 
     def _resolve_path(self, raw: str, where: str) -> Path:

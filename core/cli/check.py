@@ -9,6 +9,7 @@ from typing import Any
 from core.cli.shared import plugin_manager
 from core.errors import InputError
 from core.interfaces import KINDS
+from core.registry import load_registry
 from core.validation import validate_config
 
 
@@ -16,6 +17,7 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("check", help="run the contract suite on a plugin's component")
     parser.add_argument("target", metavar="KIND/NAME", help=f"e.g. scheduler/ddim; kinds: {', '.join(KINDS)}")
     parser.add_argument("--config", metavar="JSON", help="config to build it with (default: the plugin's example)")
+    parser.add_argument("--registry", metavar="FILE", help="also know the plugins named under this file's `plugins:`")
     parser.set_defaults(run=run)
 
 
@@ -23,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     kind, slash, name = args.target.partition("/")
     if not slash or not name:
         raise InputError(f"expected KIND/NAME, got {args.target!r}", hint="e.g. diffstack check scheduler/ddim")
-    record = plugin_manager(args).get(kind, name)
+    manager = plugin_manager(args)
+    if args.registry is not None:
+        load_registry(args.registry, plugin_manager=manager)
+    record = manager.get(kind, name)
     if args.config is None:
         data = record.spec.example_config
     else:

@@ -5,8 +5,8 @@ The recipe is what the pipeline says it ran (`Generation.settings`), never re-de
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             )
             for i in (range(count) if pick is None else [pick])
         ]
+    (out.parent if single_file else out).mkdir(parents=True, exist_ok=True)
     for image, own in sheets:
         print(save_png(image, _target(out, single_file, own, args.overwrite), own, overwrite=args.overwrite))
     return 0
@@ -168,15 +169,17 @@ def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
+    """An InputError unless `folder` can be written to, or created and written to; creates nothing."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the folder, or where it would go
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem is not None:
         raise InputError(
-            f"cannot write to output folder {folder}: {exc.strerror}",
-            hint="choose another --out, or fix its permissions",
-        ) from None
+            f"cannot write to output folder {folder}: {problem}", hint="choose another --out, or fix its permissions"
+        )
 
 
 def _open_image(path: str) -> Image.Image:

@@ -15,7 +15,9 @@ from core.registry import load_registry
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("list", help="list plugins, components or pipelines")
     parser.add_argument("what", nargs="?", choices=["plugins", "components", "pipelines"], help="default: all")
-    parser.add_argument("--registry", metavar="FILE", help="registry file (for pipelines)")
+    parser.add_argument(
+        "--registry", metavar="FILE", help="registry file: its pipelines, and the plugins named under its `plugins:`"
+    )
     parser.set_defaults(run=run)
 
 
@@ -28,7 +30,7 @@ def _package(info: PluginInfo) -> str:
 def run(args: argparse.Namespace) -> int:
     manager = plugin_manager(args)
     sections = [args.what] if args.what else ["plugins", "components", "pipelines"]
-    if "pipelines" in sections:
+    if "pipelines" in sections or args.registry is not None:
         registry = load_registry(args.registry, plugin_manager=manager)
     outputs = []
     if "plugins" in sections:

@@ -1,4 +1,5 @@
-"""`diffstack validate [FILE]`: check a registry file and list every problem."""
+"""`diffstack validate [FILE]`: check a registry file and list every problem, then build each declared part
+once without weights (model parts on the meta device) to check that its plugin returns what its interface asks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from core.cli.shared import plugin_manager
+from core.errors import RegistryError
 from core.registry import load_registry
 
 
@@ -17,6 +19,14 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     registry = load_registry(args.file, plugin_manager=plugin_manager(args))
+    problems = registry.check_parts()
+    if problems:
+        count = len(problems)
+        raise RegistryError(
+            f"{registry.path}: {count} part{'s' if count > 1 else ''} cannot be built",
+            problems,
+            hint="fix the plugins or configs named above",
+        )
     print(
         f"ok: {registry.path} — {len(registry.component_names)} components, "
         f"{len(registry.pipeline_names)} pipelines, default: {registry.default_pipeline or '(none)'}"

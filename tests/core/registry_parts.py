@@ -1,14 +1,18 @@
-"""Minimal parts for registry tests: the registry only needs kinds, configs, shapes and parameters.
+"""Minimal parts for registry tests: the registry only needs kinds, configs, shapes and parameters, and each
+part has its interface's members (the registry checks them when it builds a part).
 
 Loaded by registry files through `plugins: [registry_parts]` (a module next to the registry file).
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from core import ComponentSpec, hookimpl
+from plugins import ddim, guided
 
 BUILT: list[str] = []
 
@@ -29,11 +33,6 @@ class TextConfig(BaseModel):
     embedding_dim: int = Field(8, ge=1)
 
 
-class PlainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    eta: float = 0.0
-
-
 class Encoder(nn.Module):
     downsample_factor = 8
     scaling_factor = 1.0
@@ -43,6 +42,14 @@ class Encoder(nn.Module):
         BUILT.append("encoder")
         self.latent_channels = config.latent_channels
         self.proj = nn.Linear(3, config.latent_channels)
+
+    def encode(self, images: torch.Tensor, *, generator: object = None, sample: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) → (B, C, H/8, W/8): 8×8 means, projected."""
+        return self.proj(F.avg_pool2d(images, 8).movedim(1, -1)).movedim(-1, 1)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) → (B, 3, 8h, 8w) in [-1, 1]: the channel mean, upsampled."""
+        return torch.tanh(F.interpolate(latents.mean(1, keepdim=True), scale_factor=8)).expand(-1, 3, -1, -1)
 
 
 class Denoiser(nn.Module):
@@ -65,10 +72,16 @@ class Text(nn.Module):
         self.table = nn.Embedding(16, config.embedding_dim)
 
 
-class Plain:
-    def __init__(self, config: PlainConfig) -> None:
+class Scheduler(ddim.DDIM):
+    def __init__(self, config: ddim.Config) -> None:
         BUILT.append("plain")
-        self.config = config
+        super().__init__(config)
+
+
+class Sampler(guided.GuidedSampler):
+    def __init__(self, config: guided.Config) -> None:
+        BUILT.append("plain")
+        super().__init__(config)
 
 
 @hookimpl
@@ -77,6 +90,6 @@ def diffstack_components() -> list[ComponentSpec]:
         ComponentSpec(kind="encoder", name="part-encoder", factory=Encoder, config=EncoderConfig),
         ComponentSpec(kind="denoiser", name="part-denoiser", factory=Denoiser, config=DenoiserConfig),
         ComponentSpec(kind="text", name="part-text", factory=Text, config=TextConfig),
-        ComponentSpec(kind="scheduler", name="part-scheduler", factory=Plain, config=PlainConfig),
-        ComponentSpec(kind="sampler", name="part-sampler", factory=Plain, config=PlainConfig),
+        ComponentSpec(kind="scheduler", name="part-scheduler", factory=Scheduler, config=ddim.Config),
+        ComponentSpec(kind="sampler", name="part-sampler", factory=Sampler, config=guided.Config),
     ]
