@@ -14,6 +14,7 @@ names, so rules written against `core.schedules.SigmaScheduler` keep working.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Literal, get_args, get_origin
 
@@ -22,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import InputError
-from core.interfaces import PredictionType
+from core.interfaces import PredictionType, Scheduler
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "cosine"]
 TimestepSpacing = Literal["linspace", "leading", "trailing"]
@@ -183,6 +184,24 @@ def img2img_start(num_steps: int, strength: float) -> int:
             hint="raise strength or the number of steps",
         )
     return num_steps - kept
+
+
+def img2img_timesteps(
+    scheduler: Scheduler, steps: int, strength: float, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Set `scheduler` up for a run of `steps` at img2img `strength` and return the timesteps that run takes:
+    the last ⌊steps·strength⌋ steps (times the rule's `order`). A scheduler whose `set_timesteps` takes
+    `strength` (diffstack's) cuts them itself; any other (a diffusers-style one) gets `set_timesteps(steps,
+    device)` and the run starts part-way as diffusers' img2img pipeline starts it, with `set_begin_index`
+    when the scheduler has one."""
+    if "strength" in inspect.signature(scheduler.set_timesteps).parameters:
+        scheduler.set_timesteps(steps, device=device, strength=strength)
+        return scheduler.timesteps
+    scheduler.set_timesteps(steps, device=device)
+    start = img2img_start(steps, strength) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
 
 
 def check_num_steps(num_inference_steps: int, num_train_timesteps: int) -> int:

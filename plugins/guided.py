@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import ComponentSpec, Denoiser, InputError, StepEvent, hookimpl
 from core.interfaces import SamplerInputs, should_stop
+from core.schedules import img2img_timesteps
 
 
 class Config(BaseModel):
@@ -51,9 +52,7 @@ class GuidedSampler:
         if run.init_latents is None and run.strength not in (None, 1.0):
             raise InputError(f"strength {run.strength} needs init latents (an init image)", hint="pass an image")
         strength = self.config.strength if run.strength is None else run.strength
-        strength = 1.0 if run.init_latents is None else strength
-        scheduler.set_timesteps(run.steps, device=noise.device, strength=strength)
-        timesteps = scheduler.timesteps
+        timesteps = img2img_timesteps(scheduler, run.steps, 1.0 if run.init_latents is None else strength, noise.device)
         if run.init_latents is None:
             latents = noise * scheduler.init_noise_sigma
         else:

@@ -35,6 +35,7 @@ from core.contracts.oracles import (
     stand_in_output,
 )
 from core.errors import InputError
+from core.schedules import img2img_timesteps
 
 STEP_COUNTS = (3, 10, 25)
 
@@ -111,11 +112,13 @@ class SchedulerContract(Contract):
             )
 
     def test_strength_keeps_the_last_steps(self, component: Any) -> None:
+        """img2img at strength s runs the last ⌊n·s⌋ steps of the full schedule, as a sampler starts it
+        (`core.schedules.img2img_timesteps`): cut by the scheduler's own `set_timesteps(..., strength=)` when it
+        has one, else by the sampler, the diffusers way."""
         n, strength = self.steps, 0.5
         component.set_timesteps(n)
         full = component.timesteps.clone()
-        component.set_timesteps(n, strength=strength)
-        part = component.timesteps
+        part = img2img_timesteps(component, n, strength)
         assert 0 < len(part) < len(full), f"strength {strength}: {len(part)} timesteps of {len(full)}, expected fewer"
         assert torch.equal(part, full[len(full) - len(part) :]), (
             f"strength {strength}: timesteps {part.tolist()} are not the last steps of {full.tolist()}"

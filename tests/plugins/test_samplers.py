@@ -78,3 +78,23 @@ def test_img2img_is_the_cfg_sampler_under_its_old_name():
 def test_strength_without_init_latents_is_an_input_error():
     with pytest.raises(core.InputError, match="needs init latents"):
         run(core.create("sampler", "cfg"), strength=0.5, init=False)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("strength", [0.3, 0.5, 0.8, 1.0])
+def test_img2img_with_a_scheduler_that_takes_no_strength_starts_where_diffusers_does(strength):
+    """diffusers' own DDIMScheduler (a test-only oracle: `set_timesteps(n, device)`, no `strength`) through the
+    sampler: the run starts at the timestep diffusers' img2img pipeline starts at, and takes its steps."""
+    diffusers = pytest.importorskip("diffusers")
+    steps = 10
+    ours = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    reference = diffusers.DDIMScheduler.from_config(ours.config)
+    reference.set_timesteps(steps)
+    kept = min(int(steps * strength), steps)
+    expected = reference.timesteps[steps - kept :].tolist()
+    noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    events = []
+    run = SamplerInputs(StandInDenoiser(4, 8), ours, noise, torch.zeros(1, 3, 8), steps=steps,
+                        init_latents=torch.zeros_like(noise), strength=strength, callback=events.append)  # fmt: skip
+    core.create("sampler", "cfg")(run)
+    assert [int(e.timestep) for e in events] == expected
