@@ -125,9 +125,10 @@ class Scheduler(Protocol):
     `config` is a frozen pydantic model (diffusers' key names, with `num_train_timesteps` and
     `prediction_type`); `type(s)(s.config)` builds a fresh scheduler with no per-run state, which is how
     pipelines get a private copy per call.
-    `set_timesteps(n, device, strength=1.0)` fills `timesteps` (1-D, descending, in
-    [0, num_train_timesteps)); with `strength < 1` only the last ⌊n·strength⌋ steps are kept, starting at
-    the right timestep for img2img. `step` before `set_timesteps` raises `core.InputError`.
+    `set_timesteps(n, device)` fills `timesteps` (1-D, descending, in [0, num_train_timesteps)); a scheduler
+    may also take `strength=` and keep only the last ⌊n·strength⌋ steps itself (diffstack's do), else the
+    sampler starts img2img part-way (`core.schedules.img2img_timesteps`). `step` before `set_timesteps`
+    raises an exception whose message says to call `set_timesteps` (`core.InputError` recommended).
     `scale_model_input(sample, t)` returns the denoiser input for timestep t (same shape, dtype, device).
     `add_noise(x0, noise, t)` returns the sample this scheduler expects at timestep t (a scalar or (B,)):
     x_t = a_t·x0 + s_t·noise, with (a_t, s_t) = (√ᾱ_t, √(1-ᾱ_t)) for VP rules or (1, σ_t) for σ-space ones.

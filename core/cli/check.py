@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from typing import Any
 
 from core.cli.shared import plugin_manager
@@ -18,6 +19,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("target", metavar="KIND/NAME", help=f"e.g. scheduler/ddim; kinds: {', '.join(KINDS)}")
     parser.add_argument("--config", metavar="JSON", help="config to build it with (default: the plugin's example)")
     parser.add_argument("--registry", metavar="FILE", help="also know the plugins named under this file's `plugins:`")
+    parser.add_argument("--verbose", action="store_true", help="print every check's rule (by default only under FAIL)")
     parser.set_defaults(run=run)
 
 
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {'PASS' if result.passed else 'FAIL'}  {result.name}" + (f": {result.detail}" if result.detail else "")
         )
+        if result.rule and (args.verbose or not result.passed):
+            print(textwrap.indent(f"rule: {result.rule}", "        "))
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -19,10 +19,13 @@ class DatasetContract(Contract):
         return sorted({i % len(component) for i in self.indices})
 
     def test_has_items(self, component: Any) -> None:
+        """len(dataset) is an int > 0."""
         size = len(component)
         assert isinstance(size, int) and size > 0, f"len(dataset) is {size!r}, expected a positive int"
 
     def test_items_are_images_in_range_with_captions(self, component: Any) -> None:
+        """dataset[i] is (image, caption): a float (3, H, W) tensor in [-1, 1] and a non-blank str; one shape for all.
+        Checked at `indices` modulo len; scale 8-bit pixels as p / 127.5 − 1."""
         shapes = set()
         for index in self.items(component):
             image, caption = component[index]
@@ -39,11 +42,15 @@ class DatasetContract(Contract):
         assert len(shapes) == 1, f"images of one dataset differ in shape: {sorted(shapes)}"
 
     def test_same_index_same_item(self, component: Any) -> None:
+        """Reading the same index twice gives a bitwise-equal image and the same caption.
+        Derive any random augmentation or caption choice from the index, not from the global RNG."""
         for index in self.items(component):
             (first, caption), (again, caption_again) = component[index], component[index]
             assert_equal(again, first, f"item {index} read twice")
             assert caption == caption_again, f"item {index}: caption {caption!r} then {caption_again!r}"
 
     def test_index_past_the_end_is_an_index_error(self, component: Any) -> None:
+        """dataset[len(dataset)] raises IndexError.
+        Do not wrap indices around (index % len)."""
         with expect_raises(IndexError, f"dataset[{len(component)}]"):
             component[len(component)]

@@ -50,6 +50,7 @@ class DenoiserContract(Contract):
             return evaluated(component)(sample, timestep, context)
 
     def test_attributes(self, component: Any) -> None:
+        """`in_channels`, `context_dim` are ints >= 1; `prediction_type` is "epsilon", "v_prediction" or "sample"."""
         for name in ("in_channels", "context_dim"):
             value = getattr(component, name, None)
             assert isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {value!r}"
@@ -58,6 +59,7 @@ class DenoiserContract(Contract):
         assert prediction_type in choices, f"prediction_type must be one of {choices}, got {prediction_type!r}"
 
     def test_output_shape_and_dtype(self, component: Any) -> None:
+        """The output is a finite tensor with the shape (B, in_channels, h, w) and dtype of the sample."""
         sample, context = self.inputs(component, self.batch_size)
         out = self.predict(component, sample, self.timestep, context)
         assert isinstance(out, torch.Tensor), f"the denoiser returned {type(out).__name__}, expected a tensor"
@@ -66,6 +68,8 @@ class DenoiserContract(Contract):
         assert_finite(out, "output")
 
     def test_timestep_forms_agree(self, component: Any) -> None:
+        """A timestep as float, 0-d or (B,) long or float tensor gives the int's output within atol 1e-5, rtol 1e-4.
+        Read every form as a step in [0, num_train_timesteps); do not rescale floats as if they were in [0, 1]."""
         sample, context = self.inputs(component, self.batch_size)
         t, batch = self.timestep, self.batch_size
         forms = {
@@ -87,6 +91,8 @@ class DenoiserContract(Contract):
             )
 
     def test_batch_independence(self, component: Any) -> None:
+        """Each item of a batch of 3 with its own (B,) timestep predicts as on its own, within atol 1e-5, rtol 1e-4.
+        Use timestep i for item i and mix nothing across the batch (batch statistics, means over dim 0)."""
         sample, context = self.inputs(component, 3)
         timesteps = torch.tensor([self.timestep // 4, self.timestep, self.timestep + self.timestep // 2])
         batch = self.predict(component, sample, timesteps, context)
@@ -97,6 +103,8 @@ class DenoiserContract(Contract):
             )
 
     def test_safetensors_round_trip(self, component: Any) -> None:
+        """A safetensors save of `state_dict()`, loaded into a perturbed copy, restores bitwise-identical output.
+        Every parameter must be in `state_dict()`; not applicable when the denoiser is not a `torch.nn.Module`."""
         if not isinstance(component, torch.nn.Module):
             raise NotApplicable("the denoiser is not a torch.nn.Module, so it has no weights to save")
         sample, context = self.inputs(component, self.batch_size)
@@ -117,6 +125,8 @@ class DenoiserContract(Contract):
         )
 
     def test_wrong_context_width_is_a_diffstack_error(self, component: Any) -> None:
+        """A context (B, L, context_dim + 1) raises a `core.DiffstackError` (e.g. `core.InputError`).
+        Check context.shape[-1] against `context_dim` before use rather than let torch fail on the shapes."""
         sample, _ = self.inputs(component, self.batch_size)
         context = randn(self.batch_size, self.context_length, component.context_dim + 1, seed=5)
         with expect_raises(DiffstackError, f"context of width {component.context_dim + 1} (context_dim + 1)"):

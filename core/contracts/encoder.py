@@ -48,6 +48,7 @@ class EncoderContract(Contract):
             return evaluated(component).decode(latents)
 
     def test_attributes(self, component: Any) -> None:
+        """`latent_channels` and `downsample_factor` are ints >= 1; `scaling_factor` is a finite number > 0."""
         for name in ("latent_channels", "downsample_factor"):
             value = getattr(component, name, None)
             assert isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {value!r}"
@@ -57,6 +58,8 @@ class EncoderContract(Contract):
         )
 
     def test_encode_shape(self, component: Any) -> None:
+        """encode of (B, 3, H, W) images gives finite latents (B, latent_channels, H/f, W/f) in the images' dtype.
+        f is `downsample_factor`; checked with sample=False and with sample=True (and a generator), float32 input."""
         images = self.images(component, self.batch_size)
         b, _, height, width = images.shape
         f = component.downsample_factor
@@ -68,12 +71,15 @@ class EncoderContract(Contract):
             assert_finite(latents, f"encode(sample={sample})")
 
     def test_decode_keeps_shape(self, component: Any) -> None:
+        """decode(encode(x, sample=False)) has the shape (B, 3, H, W) and dtype of x."""
         images = self.images(component, self.batch_size)
         decoded = self.decode(component, self.encode(component, images, sample=False))
         got, expected = (tuple(decoded.shape), decoded.dtype), (tuple(images.shape), images.dtype)
         assert got == expected, f"decode(encode(x)) of {expected} gave {got}"
 
     def test_decode_range(self, component: Any) -> None:
+        """decode gives finite images in [-1, 1], from encoded latents and from 3·randn latents (far out of range).
+        Clamp the decoder output to [-1, 1]."""
         images = self.images(component, self.batch_size)
         latents = self.encode(component, images, sample=False)
         far = 3 * torch.randn(latents.shape, generator=generator(1))  # latents well outside the usual range
@@ -84,6 +90,8 @@ class EncoderContract(Contract):
             assert -1.0 <= low and high <= 1.0, f"{what} spans [{low:.4f}, {high:.4f}], images must lie in [-1, 1]"
 
     def test_mode_is_deterministic(self, component: Any) -> None:
+        """Two encode(x, sample=False) calls give bitwise-equal latents.
+        sample=False returns the posterior mode; it draws no noise."""
         images = self.images(component, self.batch_size)
         assert_equal(
             self.encode(component, images, sample=False),
@@ -92,6 +100,8 @@ class EncoderContract(Contract):
         )
 
     def test_sampling_reproducible_with_generator(self, component: Any) -> None:
+        """Two encode(x, sample=True) calls with generators of the same seed give bitwise-equal latents.
+        Draw the posterior noise from the `generator` argument, not from the global RNG."""
         images = self.images(component, self.batch_size)
         assert_equal(
             self.encode(component, images, sample=True, generator=generator(3)),
@@ -100,6 +110,8 @@ class EncoderContract(Contract):
         )
 
     def test_batch_independence(self, component: Any) -> None:
+        """Each item of a batch of 3 encodes (sample=False) and decodes as on its own, within atol 1e-5, rtol 1e-4.
+        Nothing may mix items across the batch (batch statistics, means over dim 0)."""
         images = self.images(component, 3)
         latents = self.encode(component, images, sample=False)
         decoded = self.decode(component, latents)
@@ -120,6 +132,8 @@ class EncoderContract(Contract):
             )
 
     def test_size_not_a_multiple_is_an_input_error(self, component: Any) -> None:
+        """encode of an image whose H or W is not a multiple of `downsample_factor` raises `core.InputError`.
+        Check the size before the network runs rather than let torch fail; not applicable when the factor is 1."""
         if component.downsample_factor == 1:
             raise NotApplicable("downsample_factor is 1, so every size is a multiple of it")
         for extra in ((1, 0), (0, 1)):

@@ -8,9 +8,10 @@ and passes with a note when it does not apply (`NotApplicable`).
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.contracts.base import Contract, NotApplicable
@@ -35,11 +36,13 @@ CONTRACTS: dict[str, type[Contract]] = {
 @dataclass(frozen=True)
 class CheckResult:
     """One check's outcome. name: the check (its method name without `test_`); detail: why it failed,
-    or a note on a pass (e.g. "not applicable: …"); empty for a plain pass."""
+    or a note on a pass (e.g. "not applicable: …"); empty for a plain pass; rule: what the check demands and
+    how to satisfy it (the check's docstring)."""
 
     name: str
     passed: bool
     detail: str = ""
+    rule: str = ""
 
 
 def run_contract(
@@ -57,6 +60,11 @@ def run_contract(
 
 
 def _run_check(suite: Contract, method: str, make_component: Callable[[], Any]) -> CheckResult:
+    result = _outcome(suite, method, make_component)
+    return replace(result, rule=inspect.getdoc(getattr(suite, method)) or "")
+
+
+def _outcome(suite: Contract, method: str, make_component: Callable[[], Any]) -> CheckResult:
     name = method.removeprefix("test_")
     try:
         component = make_component()

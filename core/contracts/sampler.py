@@ -62,6 +62,9 @@ class SamplerContract(Contract):
             return sampler(SamplerInputs(denoiser, scheduler, noise, context, uncond_context, **options))
 
     def test_oracle_lands_on_x0(self, component: Any) -> None:
+        """With an oracle denoiser (exact predictions for a known x0) the run returns x0 (B, C, h, w) to `x0_atol`.
+        Follow the scheduler's loop: set_timesteps(steps), noise · init_noise_sigma, the denoiser on
+        scale_model_input(latents, t), one scheduler.step per timestep; a skipped step or input scaling fails here."""
         scheduler = self.make_scheduler()
         x0, oracle = self.oracle(scheduler)
         latents = self.run(component, oracle, scheduler)
@@ -70,6 +73,8 @@ class SamplerContract(Contract):
         assert_close(latents, x0, "final latents with a denoiser that predicts the true noise", atol=self.x0_atol)
 
     def test_oracle_lands_on_x0_with_guidance(self, component: Any) -> None:
+        """At guidance 7.5, with cond and uncond oracle predictions that agree, the run still ends on x0 to `x0_atol`.
+        Combine as pred = u + g·(c − u) (u: uncond_context, c: context), so that equal halves give u for any g."""
         scheduler = self.make_scheduler()
         x0, oracle = self.oracle(scheduler)
         _, uncond = self.contexts()
@@ -79,6 +84,9 @@ class SamplerContract(Contract):
         )
 
     def test_oracle_lands_on_x0_from_init_latents(self, component: Any) -> None:
+        """img2img from init_latents = x0 at strength 0.5 returns x0 to `x0_atol`, in fewer steps than a full run.
+        Keep the last ⌊steps·strength⌋ steps (`core.schedules.img2img_timesteps`) and start from
+        scheduler.add_noise(init_latents, noise, first of those timesteps), not from pure noise."""
         scheduler = self.make_scheduler()
         x0, oracle = self.oracle(scheduler)
         events: list[StepEvent] = []
@@ -93,6 +101,8 @@ class SamplerContract(Contract):
         )
 
     def test_guidance_one_equals_unguided(self, component: Any) -> None:
+        """Guidance 1.0 with uncond_context equal to context matches uncond_context=None within atol = rtol = 1e-5.
+        Combine as pred = u + g·(c − u) (u: uncond_context, c: context); the stand-in denoiser depends on context."""
         context, _ = self.contexts()
         unguided = self.run(component, self.stand_in(), self.make_scheduler())
         guided = self.run(
@@ -107,6 +117,9 @@ class SamplerContract(Contract):
         )
 
     def test_callback_once_per_step_in_order(self, component: Any) -> None:
+        """The callback gets one StepEvent per timestep in order: steps 0..n−1, the scheduler's timesteps, num_steps n.
+        n = len(scheduler.timesteps) after the run; the last event's latents equal the returned latents bitwise.
+        Call back after each scheduler.step with the timestep just processed and the latents it produced."""
         scheduler = self.make_scheduler()
         events: list[StepEvent] = []
         latents = self.run(component, self.stand_in(), scheduler, callback=events.append)
@@ -123,6 +136,8 @@ class SamplerContract(Contract):
         assert_equal(events[-1].latents, latents, "latents of the last step event against the returned latents")
 
     def test_request_stop_ends_early(self, component: Any) -> None:
+        """event.request_stop() at step 1 ends the run after that step: no later events, fewer denoiser calls.
+        Check each event after its callback (`core.interfaces.should_stop`), then break and return its latents."""
         full = self.stand_in()
         self.run(component, full, self.make_scheduler())
         stopped = self.stand_in()

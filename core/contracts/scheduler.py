@@ -23,7 +23,6 @@ from core.contracts.base import (
     assert_close,
     assert_equal,
     assert_finite,
-    expect_raises,
     generator,
     randn,
 )
@@ -34,15 +33,20 @@ from core.contracts.oracles import (
     prediction_type_of,
     stand_in_output,
 )
-from core.errors import InputError
 from core.schedules import img2img_timesteps
 
 STEP_COUNTS = (3, 10, 25)
 
 
 def rebuilt(scheduler: Any, config: BaseModel | None = None) -> Any:
-    """A fresh scheduler of the same class, as pipelines make one: `type(s)(config)`."""
-    return type(scheduler)(scheduler.config if config is None else config)
+    """A fresh scheduler of the same class, as pipelines make one: `type(s)(config)`. When the constructor
+    refuses its own config, the check using it fails with one line pointing at `constructor_accepts_its_own_config`."""
+    try:
+        return type(scheduler)(scheduler.config if config is None else config)
+    except Exception as exc:
+        raise AssertionError(
+            f"type(s)(s.config) failed ({type(exc).__name__}), see constructor_accepts_its_own_config"
+        ) from exc
 
 
 def num_train_timesteps(scheduler: Any) -> int:
@@ -84,7 +88,21 @@ class SchedulerContract(Contract):
     x0_atol: ClassVar[float] = 1e-4
     x0_atol_stochastic: ClassVar[float] = 1e-3
 
+    def test_constructor_accepts_its_own_config(self, component: Any) -> None:
+        """`type(s)(s.config)` builds a fresh scheduler: pipelines make a private copy per call this way. A
+        constructor taking keyword arguments (diffusers' style) needs a config object it also accepts."""
+        try:
+            type(component)(component.config)
+        except Exception as exc:
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise AssertionError(
+                f"the constructor must accept its own config: {type(component).__name__}(s.config) raised "
+                f"{type(exc).__name__}: {detail}"
+            ) from exc
+
     def test_timesteps_descending(self, component: Any) -> None:
+        """`set_timesteps(n, device="cpu")` makes `timesteps` a 1-D CPU tensor, non-increasing, first > last,
+        for n = 3, 10 and 25."""
         for n in STEP_COUNTS:
             component.set_timesteps(n, device="cpu")
             ts = component.timesteps
@@ -95,6 +113,7 @@ class SchedulerContract(Contract):
             assert first > last, f"n={n}: the first timestep {first} is not above the last {last}"
 
     def test_timesteps_in_range(self, component: Any) -> None:
+        """Every timestep lies in [0, config.num_train_timesteps) for n = 3, 10 and 25."""
         total = num_train_timesteps(component)
         for n in STEP_COUNTS:
             component.set_timesteps(n)
@@ -102,6 +121,7 @@ class SchedulerContract(Contract):
             assert 0 <= low and high < total, f"n={n}: timesteps must lie in [0, {total}), got [{low}, {high}]"
 
     def test_timesteps_count(self, component: Any) -> None:
+        """n steps give between n and `order`·n timesteps; `order` is an int ≥ 1 (the model calls per step)."""
         order = component.order
         assert isinstance(order, int) and order >= 1, f"order must be an int >= 1, got {order!r}"
         for n in STEP_COUNTS:
@@ -128,11 +148,14 @@ class SchedulerContract(Contract):
             assert len(part) == expected, f"strength {strength}, n={n}: {len(part)} timesteps, expected {expected}"
 
     def test_init_noise_sigma(self, component: Any) -> None:
+        """After `set_timesteps`, `init_noise_sigma` (the scale of the starting noise) is finite and > 0."""
         component.set_timesteps(self.steps)
         sigma = float(component.init_noise_sigma)
         assert math.isfinite(sigma) and sigma > 0, f"init_noise_sigma must be finite and > 0, got {sigma}"
 
     def test_scale_model_input_keeps_shape_dtype_device(self, component: Any) -> None:
+        """`scale_model_input(sample, t)` keeps the shape, dtype (float32 and float16) and device of `sample`, and
+        returns finite values, at every timestep."""
         component.set_timesteps(self.steps)
         for dtype in (torch.float32, torch.float16):
             sample = randn(*self.shape, seed=0, dtype=dtype)
@@ -144,6 +167,8 @@ class SchedulerContract(Contract):
                 assert_finite(scaled, f"scale_model_input at t={t.item()} ({dtype})")
 
     def test_step_output(self, component: Any) -> None:
+        """`step` returns a StepOutput whose `prev_sample` has the sample's shape and dtype and is finite, and whose
+        `pred_original_sample`, when given, has the sample's shape."""
         component.set_timesteps(self.steps)
         t = component.timesteps[0]
         sample = randn(*self.shape, seed=0) * component.init_noise_sigma
@@ -156,6 +181,8 @@ class SchedulerContract(Contract):
             assert x0_shape == expected[0], f"pred_original_sample is {x0_shape}, expected {expected[0]}"
 
     def test_true_noise_ends_at_x0(self, component: Any) -> None:
+        """Fed the true noise (or v, or x0, per `config.prediction_type`) at every step, a run from `add_noise(x0, ε,
+        first t)` ends at x0 (1e-4; 1e-3 for rules that draw noise): the last step must reach noise level 0."""
         stochastic = is_stochastic(component, self.shape, self.steps)
         prediction_type = prediction_type_of(component)
         x0, noise = clean_signal(self.shape, seed=1), randn(*self.shape, seed=2)
@@ -177,6 +204,8 @@ class SchedulerContract(Contract):
         )
 
     def test_add_noise_matches_forward_process(self, component: Any) -> None:
+        """`add_noise(x0, ε, t)` is a_t·x0 + s_t·ε with the same finite a_t, s_t > 0 for every element, a²/s²
+        growing as t falls, the right mean and spread on 4096 draws, and (B,) timesteps equal per-sample calls."""
         component.set_timesteps(self.steps)
         timesteps = torch.unique(component.timesteps).flip(0)  # distinct, descending
         x0, noise = randn(*self.shape, seed=1), randn(*self.shape, seed=2)
@@ -219,12 +248,14 @@ class SchedulerContract(Contract):
         )
 
     def test_same_generator_same_result(self, component: Any) -> None:
+        """Two runs with generators of the same seed give bitwise the same result."""
         noise = randn(*self.shape, seed=0)
         first = run_loop(rebuilt(component), noise, self.steps, seed=7)
         second = run_loop(rebuilt(component), noise, self.steps, seed=7)
         assert_equal(first, second, "two runs with the same generator seed")
 
     def test_fp16_in_fp16_out(self, component: Any) -> None:
+        """float16 in, float16 out: `step`, `add_noise` and a whole run keep float16 and stay finite."""
         noise = randn(*self.shape, seed=0, dtype=torch.float16)
         component.set_timesteps(self.steps)
         t = component.timesteps[0]
@@ -236,12 +267,15 @@ class SchedulerContract(Contract):
         assert_finite(final, "a float16 run")
 
     def test_config_is_frozen_pydantic(self, component: Any) -> None:
+        """`config` is a pydantic model with `frozen=True` and `extra="forbid"` (immutable, typos rejected)."""
         config = component.config
         assert isinstance(config, BaseModel), f"config must be a pydantic model, got {type(config).__name__}"
         assert config.model_config.get("frozen") is True, f"{type(config).__name__} must set frozen=True"
         assert config.model_config.get("extra") == "forbid", f'{type(config).__name__} must set extra="forbid"'
 
     def test_config_round_trips_through_dict(self, component: Any) -> None:
+        """`Config.model_validate(config.model_dump())` equals the config and rebuilds a scheduler with the same
+        trajectory."""
         config = component.config
         again = type(config).model_validate(config.model_dump())
         assert again == config, f"model_validate(model_dump()) changed the config: {config!r} → {again!r}"
@@ -253,6 +287,8 @@ class SchedulerContract(Contract):
         )
 
     def test_config_round_trips_through_json(self, component: Any) -> None:
+        """The config survives JSON (`model_dump_json` → `model_validate_json`) unchanged, trajectory included:
+        what a PNG recipe and a registry file rely on."""
         config = component.config
         text = json.dumps(json.loads(config.model_dump_json()))
         again = type(config).model_validate_json(text)
@@ -265,6 +301,7 @@ class SchedulerContract(Contract):
         )
 
     def test_batch_of_n_equals_n_singles(self, component: Any) -> None:
+        """A deterministic rule treats batch items independently: a batch of 3 equals 3 single runs (1e-6/1e-5)."""
         if is_stochastic(component, self.shape, self.steps):
             raise NotApplicable("the rule draws noise in step(), so a batch and single runs see different noise")
         noise = randn(3, *self.shape[1:], seed=0)
@@ -272,9 +309,18 @@ class SchedulerContract(Contract):
         singles = torch.cat([run_loop(rebuilt(component), noise[i : i + 1], self.steps) for i in range(3)])
         assert_close(batch, singles, "a batch of 3 against 3 single runs", atol=1e-6, rtol=1e-5)
 
-    def test_step_before_set_timesteps_is_an_input_error(self, component: Any) -> None:
+    def test_step_before_set_timesteps_raises(self, component: Any) -> None:
+        """`step` before `set_timesteps` raises an exception whose message names `set_timesteps` (what to do).
+        `core.InputError` is recommended; a pipeline wraps any exception into a diffstack error naming the plugin."""
         fresh = rebuilt(component)
         sample = randn(*self.shape, seed=0)
         t = num_train_timesteps(component) // 2
-        with expect_raises(InputError, "step() before set_timesteps()"):
+        try:
             fresh.step(sample, t, sample)
+        except Exception as exc:
+            assert "set_timesteps" in str(exc), (
+                f"step() before set_timesteps() raised {type(exc).__name__}: {exc!s:.200}; "
+                "the message should say to call set_timesteps first"
+            )
+            return
+        raise AssertionError("step() before set_timesteps() returned instead of raising")

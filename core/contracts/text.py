@@ -45,18 +45,25 @@ class TextConditionerContract(Contract):
         assert_finite(embeddings, what)
 
     def test_attributes(self, component: Any) -> None:
+        """`max_length` and `embedding_dim` are ints >= 1."""
         for name in ("max_length", "embedding_dim"):
             value = getattr(component, name, None)
             assert isinstance(value, int) and value >= 1, f"{name} must be an int >= 1, got {value!r}"
 
     def test_output_shape(self, component: Any) -> None:
+        """B prompts give finite embeddings (B, max_length, embedding_dim) in the module's dtype.
+        Pad every prompt to `max_length`, not to the longest prompt of the batch."""
         self.assert_embeddings(component, self.embed(component, self.prompts), len(self.prompts), "embeddings")
 
     def test_empty_prompt(self, component: Any) -> None:
+        """The empty prompt gives finite embeddings (1, max_length, embedding_dim) in the module's dtype.
+        Checked alone and in a batch with another prompt; it must not raise."""
         self.assert_embeddings(component, self.embed(component, [""]), 1, "embedding of ''")
         self.assert_embeddings(component, self.embed(component, ["", self.prompts[0]]), 2, "embeddings of ['', …]")
 
     def test_long_prompt_truncated_with_warning(self, component: Any) -> None:
+        """A prompt of 4·max_length words gives embeddings (1, max_length, embedding_dim) and a warning.
+        Truncate to `max_length` tokens and say so with `warnings.warn` or a logging warning; never raise."""
         prompt = " ".join(["word"] * (4 * component.max_length))
         with capture_warnings() as messages:
             embeddings = self.embed(component, [prompt])
@@ -67,13 +74,19 @@ class TextConditionerContract(Contract):
         )
 
     def test_unicode_and_emoji(self, component: Any) -> None:
+        """Prompts with accents, CJK, emoji and math symbols give finite embeddings (B, max_length, embedding_dim).
+        Their dtype is the module's. The tokenizer must take any Unicode text; an ASCII-only one fails here."""
         embeddings = self.embed(component, UNICODE_PROMPTS)
         self.assert_embeddings(component, embeddings, len(UNICODE_PROMPTS), f"embeddings of {UNICODE_PROMPTS}")
 
     def test_deterministic(self, component: Any) -> None:
+        """Two calls on the same prompts give bitwise-equal embeddings.
+        No sampling and no state kept between calls; modules run in eval mode."""
         assert_equal(self.embed(component, self.prompts), self.embed(component, self.prompts), "two identical calls")
 
     def test_batch_independence(self, component: Any) -> None:
+        """Each prompt's embedding in a batch matches its single-prompt run within atol 1e-5, rtol 1e-4.
+        Pad to `max_length`, not to the longest prompt, and mix nothing across the batch."""
         batch = self.embed(component, self.prompts)
         for i, prompt in enumerate(self.prompts):
             assert_close(

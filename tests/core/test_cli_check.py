@@ -55,3 +55,44 @@ def test_check_fails_a_broken_plugin_on_the_check_it_violates(install_distributi
     assert "timesteps_descending" in failed
     assert "PASS  init_noise_sigma" in out
     assert f"{len(failed)} failed" in out
+    after = out.split("FAIL  timesteps_descending", 1)[1].splitlines()
+    rule = next(line.strip() for line in after if line.strip().startswith("rule:"))
+    assert rule.startswith('rule: `set_timesteps(n, device="cpu")` makes `timesteps` a 1-D CPU tensor')
+    assert "rule:" not in out.split("PASS  init_noise_sigma", 1)[1].splitlines()[1]
+
+
+def test_verbose_prints_every_rule(capsys):
+    assert main(["check", "scheduler/toy-scheduler", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("rule: ") == len(CONTRACTS["scheduler"].check_names())
+
+
+KWARGS_SCHEDULER = """
+import toy_plugin
+from core import ComponentSpec, hookimpl
+
+class KeywordsOnly(toy_plugin.ToyScheduler):
+    \"\"\"diffusers' style: built from keyword arguments, so `type(s)(s.config)` fails.\"\"\"
+    def __init__(self, config=None, **kwargs):
+        if config is not None:
+            raise TypeError("linspace() received an invalid combination of arguments - got (float, float, FrozenDict)")
+        super().__init__(toy_plugin.ToySchedulerConfig(**kwargs))
+
+@hookimpl
+def diffstack_components():
+    return [ComponentSpec("scheduler", "keywords", lambda config: KeywordsOnly(), toy_plugin.ToySchedulerConfig)]
+"""
+
+
+def test_a_constructor_that_refuses_its_config_is_one_clear_failure(install_distribution, capsys):
+    modules = {"keywords_mod": KWARGS_SCHEDULER}
+    install_distribution("keywords-scheduler", "1.0", entry_points={"keywords": "keywords_mod"}, modules=modules)
+    assert main(["check", "scheduler/keywords"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "FAIL  constructor_accepts_its_own_config: the constructor must accept its own config: KeywordsOnly(s.config)"
+        in out
+    )
+    rebuilt_failures = [line for line in out.splitlines() if "see constructor_accepts_its_own_config" in line]
+    assert rebuilt_failures and all(len(line) < 200 for line in rebuilt_failures)
+    assert "PASS  timesteps_descending" in out

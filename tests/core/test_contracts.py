@@ -219,3 +219,18 @@ def test_pytest_plugin_marks_and_skips(pytester: pytest.Pytester) -> None:
     checks = len(SchedulerContract.check_names())
     result = pytester.runpytest_inprocess("-m", "contract", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=checks - 1, skipped=1, deselected=1)
+
+
+def test_every_check_states_its_rule():
+    """`diffstack check` prints a check's docstring under a FAIL: every check of every suite has one."""
+    import inspect
+
+    from core.contracts import CONTRACTS
+
+    bare = [
+        f"{kind}/{name}"
+        for kind, contract in CONTRACTS.items()
+        for name in contract.check_names()
+        if not inspect.getdoc(getattr(contract, name))
+    ]
+    assert bare == []

@@ -150,7 +150,29 @@ class RawErrorBeforeSetTimesteps(Scheduler):
         return super().step(model_output, timestep, sample)
 
 
+class KeywordsOnly(Scheduler):
+    """diffusers' style: built from keyword arguments; handed its own config object, it fails."""
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        if config is not None:
+            raise TypeError("expected keyword arguments")
+        super().__init__(toy.ToySchedulerConfig(**kwargs))
+
+
 SCHEDULER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
+    "constructor refuses its own config": (
+        KeywordsOnly,
+        {  # and every check that rebuilds the scheduler, each with a one-line pointer to the first
+            "constructor_accepts_its_own_config",
+            "true_noise_ends_at_x0",
+            "same_generator_same_result",
+            "fp16_in_fp16_out",
+            "config_round_trips_through_dict",
+            "config_round_trips_through_json",
+            "batch_of_n_equals_n_singles",
+            "step_before_set_timesteps_raises",
+        },
+    ),
     "timesteps out of order": (lambda: SwappedTimesteps(toy.ToySchedulerConfig()), {"timesteps_descending"}),
     "timesteps out of range": (lambda: NegativeLastTimestep(toy.ToySchedulerConfig()), {"timesteps_in_range"}),
     "one timestep too few": (lambda: SkipsFirstStep(toy.ToySchedulerConfig()), {"timesteps_count"}),
@@ -183,7 +205,7 @@ SCHEDULER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "batch items coupled": (lambda: BatchCoupled(toy.ToySchedulerConfig()), {"batch_of_n_equals_n_singles"}),
     "raw error before set_timesteps": (
         lambda: RawErrorBeforeSetTimesteps(toy.ToySchedulerConfig()),
-        {"step_before_set_timesteps_is_an_input_error"},
+        {"step_before_set_timesteps_raises"},
     ),
 }
 

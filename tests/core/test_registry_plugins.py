@@ -78,5 +78,5 @@ def test_list_and_check_see_registry_plugins(tmp_path, capsys, clean_modules):
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("localplug "))
     assert "registry" in row and "scheduler/fine" in row and "scheduler/hollow" in row
     assert main(["check", "scheduler/fine", "--registry", str(registry)]) == 0
-    assert "16 passed, 0 failed" in capsys.readouterr().out
+    assert "17 passed, 0 failed" in capsys.readouterr().out
     assert main(["check", "scheduler/fine"]) == 2
