@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -47,9 +47,6 @@ class Settings:
     def seeds(self) -> list[int]:
         """The seed of each image, prompt-major: seed, seed + 1, …"""
         return list(range(self.seed, self.seed + len(self.prompts) * self.num_images))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from core.errors import DiffstackError, InputError, RegistryError
@@ -114,14 +115,14 @@ class Pipeline:
         prompts = prompt_list(prompt, "prompt")
         negatives = prompt_list(self._default("negative_prompt", given.get("negative_prompt")), "negative_prompt")
         negatives = negatives * len(prompts) if len(negatives) == 1 else negatives
-        own = self._fresh_scheduler(scheduler)
+        scheduler_config = self._scheduler_config(scheduler)
         settings = Settings(
             pipeline=self.name, prompts=prompts, negative_prompts=negatives,
             seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
             strength=self._strength(given.get("strength")) if images else None,
-            scheduler=scheduler or self.scheduler_name, scheduler_config=own.config.model_dump(mode="json"),
+            scheduler=scheduler or self.scheduler_name, scheduler_config=scheduler_config.model_dump(mode="json"),
         )  # fmt: skip
-        train_timesteps = own.config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
+        train_timesteps = scheduler_config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
         return check_settings(settings, self.encoder.downsample_factor, train_timesteps)
 
     def run(
@@ -187,23 +188,23 @@ class Pipeline:
             return context, None
         return context, self.text(settings.negative_prompts).repeat_interleave(settings.num_images, dim=0)
 
-    def _fresh_scheduler(self, name: str | None) -> Scheduler:
-        """A private scheduler for one call: a copy of ours (also when `name` is our own rule), or plugin
-        `name` on our noise schedule (the `core.schedules.ScheduleConfig` fields set in our config)."""
+    def _scheduler_config(self, name: str | None) -> BaseModel:
+        """The config a call's scheduler runs with: ours (also when `name` is our own rule), or plugin `name`'s
+        Config on our noise schedule (the `core.schedules.ScheduleConfig` fields set in our config)."""
         spec = None if name is None else self.plugin_manager.get("scheduler", name).spec
         if spec is None or (isinstance(spec.factory, type) and isinstance(self.scheduler, spec.factory)):
-            return type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
+            return self.scheduler.config
         ours = self.scheduler.config.model_dump(exclude_unset=True)
         schedule = set(ScheduleConfig.model_fields) & set(spec.config.model_fields)
         shared = {key: value for key, value in ours.items() if key in schedule}
-        return spec.build(validate_config(spec.config, shared, where=f"scheduler {name!r}"))
+        return validate_config(spec.config, shared, where=f"scheduler {name!r}")
 
     def _scheduler_for(self, settings: Settings) -> Scheduler:
-        """A private scheduler for a run of `settings`: plugin `settings.scheduler` with `scheduler_config`."""
-        if settings.scheduler == self.scheduler_name:
-            own = type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
-            if own.config.model_dump(mode="json") == settings.scheduler_config:
-                return own
+        """A private scheduler for a run of `settings`: plugin `settings.scheduler` with `scheduler_config`; a
+        fresh copy of ours when that is what they name."""
+        ours = self.scheduler.config.model_dump(mode="json")
+        if settings.scheduler == self.scheduler_name and ours == settings.scheduler_config:
+            return type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
         spec = self.plugin_manager.get("scheduler", settings.scheduler).spec
         config = validate_config(spec.config, settings.scheduler_config, where=f"scheduler {settings.scheduler!r}")
         return spec.build(config)
