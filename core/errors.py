@@ -27,6 +27,11 @@ class PluginWarning(UserWarning):
     Python shows each one once per process; `diffstack --strict` and `strict=True` make them errors."""
 
 
+class SwapWarning(UserWarning):
+    """A scheduler swap dropped a setting the pipeline declares for its scheduler: the new rule lacks that
+    field or refuses its value (`core.scheduler_swap`)."""
+
+
 class UnknownComponentError(PluginError):
     """No plugin provides the requested kind/name (a usage error: the name is misspelled or not installed)."""
 

@@ -132,7 +132,9 @@ class Scheduler(Protocol):
     `scale_model_input(sample, t)` returns the denoiser input for timestep t (same shape, dtype, device).
     `add_noise(x0, noise, t)` returns the sample this scheduler expects at timestep t (a scalar or (B,)):
     x_t = a_t·x0 + s_t·noise, with (a_t, s_t) = (√ᾱ_t, √(1-ᾱ_t)) for VP rules or (1, σ_t) for σ-space ones.
-    `order` is the number of denoiser calls per step of the rule's own counting (diffusers' meaning).
+    `order` is the number of denoiser calls per step of the rule's own counting (diffusers' meaning); n steps
+    give n to n·order timesteps, plus `warmup_timesteps` when a multistep rule declares that optional int
+    attribute (diffusers' PNDM/PLMS spends 1 extra timestep warming up).
     `step(..., generator=)` takes one generator or a list of B (one per sample); stochastic rules draw
     their noise from it.
     """

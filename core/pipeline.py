@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from PIL import Image
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from core.errors import DiffstackError, InputError, RegistryError
+from core.errors import DiffstackError, InputError, RegistryError, SwapWarning
 from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
 from core.images import from_pil
 from core.interfaces import (
@@ -31,9 +32,10 @@ from core.interfaces import (
     StepEvent,
     TextConditioner,
 )
+from core.plugin_failure import CallbackFailed, attributed
 from core.plugin_manager import PluginManager
 from core.registry_schema import PipelineDefaults
-from core.schedules import ScheduleConfig
+from core.scheduler_swap import carried_config
 from core.validation import validate_config
 
 FALLBACK_DEFAULTS = PipelineDefaults(height=512, width=512, steps=50, guidance_scale=7.5, negative_prompt="")
@@ -44,7 +46,7 @@ InitImage = Image.Image | list[Image.Image]
 @dataclass
 class Pipeline:
     """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` come from the registry;
-    `scheduler_name` is the plugin name of `scheduler`.
+    `plugins` names the plugin of each part by kind (`{"scheduler": "ddim", …}`).
 
     Calling it is thread-safe: each call works on its own copy of the scheduler.
     """
@@ -59,7 +61,7 @@ class Pipeline:
     dtype: torch.dtype
     defaults: PipelineDefaults
     plugin_manager: PluginManager
-    scheduler_name: str
+    plugins: dict[str, str]
 
     def __post_init__(self) -> None:
         check_parts_fit(self.name, self.encoder, self.denoiser, self.text)
@@ -84,7 +86,8 @@ class Pipeline:
         """Generate `num_images` images per prompt → a `Generation` (`.images`, `.pixels`, `.settings`).
 
         Image j (counting across prompts) starts from the noise of seed + j. Unset settings come from the
-        pipeline's defaults. `scheduler` swaps the update rule by plugin name, keeping the noise schedule.
+        pipeline's defaults. `scheduler` swaps the update rule by plugin name, carrying the settings the
+        pipeline declares for its scheduler (`core.scheduler_swap`).
         `image` (one, or one per prompt) runs img2img with `strength` (default: the pipeline's, else its
         sampler's, else 0.8). `callback` and the `diffstack_step_end` hook get a StepEvent per step; either
         may stop the run early. `progress`: a tqdm bar (default: on a TTY).
@@ -120,7 +123,7 @@ class Pipeline:
             pipeline=self.name, prompts=prompts, negative_prompts=negatives,
             seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
             strength=self._strength(given.get("strength")) if images else None,
-            scheduler=scheduler or self.scheduler_name, scheduler_config=scheduler_config.model_dump(mode="json"),
+            scheduler=scheduler or self.plugins["scheduler"], scheduler_config=scheduler_config.model_dump(mode="json"),
         )  # fmt: skip
         train_timesteps = scheduler_config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
         return check_settings(settings, self.encoder.downsample_factor, train_timesteps)
@@ -133,7 +136,31 @@ class Pipeline:
         callback: StepCallback | None = None,
         progress: bool | None = None,
     ) -> Generation:
-        """Generate with `settings` as `settings()` resolved and validated them; `image` for img2img."""
+        """Generate with `settings` as `settings()` resolved and validated them; `image` for img2img.
+
+        An exception from a part that is not a DiffstackError becomes a `PluginError` naming that part's plugin
+        (`core.plugin_failure`); one from `callback` propagates as it is.
+        """
+        scheduler = self._scheduler_for(settings)
+        try:
+            return self._generate(settings, scheduler, image, callback, progress)
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except DiffstackError:
+            raise
+        except Exception as exc:
+            parts = {kind: (self.plugins[kind], getattr(self, kind)) for kind in ("encoder", "denoiser", "text")}
+            parts |= {"scheduler": (settings.scheduler, scheduler), "sampler": (self.plugins["sampler"], self.sampler)}
+            raise attributed(exc, self.name, parts) from exc
+
+    def _generate(
+        self,
+        settings: Settings,
+        scheduler: Scheduler,
+        image: InitImage | None,
+        callback: StepCallback | None,
+        progress: bool | None,
+    ) -> Generation:
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in settings.seeds]
         seconds, began = {}, time.perf_counter()
         with torch.inference_mode():
@@ -146,7 +173,7 @@ class Pipeline:
             show = sys.stderr.isatty() if progress is None else progress
             with tqdm(total=None, desc=self.name, disable=not show) as bar:
                 latents = self.sampler(SamplerInputs(
-                    self.denoiser, self._scheduler_for(settings), noise.to(self.device, self.dtype),
+                    self.denoiser, scheduler, noise.to(self.device, self.dtype),
                     context, uncond, steps=settings.steps, guidance_scale=settings.guidance_scale,
                     init_latents=init_latents, strength=settings.strength, generator=generators,
                     callback=self._step_callback(callback, bar),
@@ -190,20 +217,21 @@ class Pipeline:
 
     def _scheduler_config(self, name: str | None) -> BaseModel:
         """The config a call's scheduler runs with: ours (also when `name` is our own rule), or plugin `name`'s
-        Config on our noise schedule (the `core.schedules.ScheduleConfig` fields set in our config)."""
+        Config carrying the settings our config declares (`core.scheduler_swap`; a dropped one is warned about)."""
         spec = None if name is None else self.plugin_manager.get("scheduler", name).spec
         if spec is None or (isinstance(spec.factory, type) and isinstance(self.scheduler, spec.factory)):
             return self.scheduler.config
-        ours = self.scheduler.config.model_dump(exclude_unset=True)
-        schedule = set(ScheduleConfig.model_fields) & set(spec.config.model_fields)
-        shared = {key: value for key, value in ours.items() if key in schedule}
-        return validate_config(spec.config, shared, where=f"scheduler {name!r}")
+        declared = self.scheduler.config.model_dump(mode="json", exclude_unset=True)
+        config, note = carried_config(spec.config, declared, rule=spec.name)
+        if note is not None:
+            warnings.warn(note, SwapWarning, stacklevel=4)
+        return config
 
     def _scheduler_for(self, settings: Settings) -> Scheduler:
         """A private scheduler for a run of `settings`: plugin `settings.scheduler` with `scheduler_config`; a
         fresh copy of ours when that is what they name."""
         ours = self.scheduler.config.model_dump(mode="json")
-        if settings.scheduler == self.scheduler_name and ours == settings.scheduler_config:
+        if settings.scheduler == self.plugins["scheduler"] and ours == settings.scheduler_config:
             return type(self.scheduler)(self.scheduler.config)  # type: ignore[call-arg]
         spec = self.plugin_manager.get("scheduler", settings.scheduler).spec
         config = validate_config(spec.config, settings.scheduler_config, where=f"scheduler {settings.scheduler!r}")
@@ -231,9 +259,12 @@ class Pipeline:
             if bar.total is None:
                 bar.total = event.num_steps
             bar.update(1)
-            self.plugin_manager.hook.diffstack_step_end(event=event)
-            if callback is not None:
-                callback(event)
+            try:
+                self.plugin_manager.hook.diffstack_step_end(event=event)
+                if callback is not None:
+                    callback(event)
+            except Exception as exc:
+                raise CallbackFailed(exc) from exc
 
         return on_step
 

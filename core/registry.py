@@ -70,9 +70,65 @@ def load_registry(
     with `strict` deciding whether a broken installed plugin is fatal).
     """
     file = find_registry(path).resolve()
-    raw = _read_yaml(file)
+    raw, plugin_dirs = _inherited(file, _read_yaml(file), ())
     manager = plugin_manager if plugin_manager is not None else PluginManager.discover(strict=strict)
-    return _Validator(file, raw, manager).registry()
+    return _Validator(file, raw, manager, plugin_dirs).registry()
+
+
+def _inherited(file: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """`raw` merged over the registry it `extends` (recursively) → (merged raw, folder of each `plugins:` module).
+
+    The file's own components and pipelines replace inherited ones of the same name, its `plugins` add to
+    theirs, its `default_pipeline` (when set) wins; relative weights paths of inherited entries are anchored
+    to the folder of the file that declares them.
+    """
+    listed = raw.get("plugins")
+    own_plugins: list[Any] = listed if isinstance(listed, list) else []
+    plugin_dirs = {module: file.parent for module in own_plugins if isinstance(module, str)}
+    extends = raw.get("extends")
+    if extends is None:
+        return raw, plugin_dirs
+    if not isinstance(extends, str) or not extends:
+        raise RegistryError(
+            f"{file}: extends: expected `bundled` or a registry file path, got {extends!r}",
+            hint="write `extends: bundled` to build on the registry shipped with diffstack",
+        )
+    base = bundled_registry_path().resolve() if extends == "bundled" else (file.parent / extends).expanduser().resolve()
+    if not base.is_file():
+        raise RegistryError(
+            f"{file}: extends: registry file not found: {base}",
+            hint="`extends: bundled`, or a path relative to this file",
+        )
+    if base == file or base in seen:
+        chain = " -> ".join(str(f) for f in (*seen, file, base))
+        raise RegistryError(f"{file}: extends: the registries extend each other in a cycle: {chain}")
+    inherited, base_dirs = _inherited(base, _read_yaml(base), (*seen, file))
+    merged = {**inherited, **{key: value for key, value in raw.items() if key not in ("components", "pipelines")}}
+    for section in ("components", "pipelines"):
+        theirs, ours = inherited.get(section) or {}, raw.get(section) or {}
+        if not isinstance(theirs, dict):
+            raise RegistryError(f"{base}: `{section}` must be a mapping (inherited by {file})")
+        anchored = {name: _anchored(block, base.parent) for name, block in theirs.items()}
+        merged[section] = {**anchored, **ours} if isinstance(ours, dict) else ours
+    base_plugins = inherited.get("plugins")
+    listed_first = base_plugins if isinstance(base_plugins, list) else []
+    merged["plugins"] = [*listed_first, *(module for module in own_plugins if module not in listed_first)]
+    merged["default_pipeline"] = raw.get("default_pipeline") or inherited.get("default_pipeline")
+    return merged, {**base_dirs, **plugin_dirs}
+
+
+def _anchored(block: Any, folder: Path) -> Any:
+    """An inherited component or pipeline block with its relative weights paths made absolute against `folder`
+    (those of a pipeline's inline slot blocks too). Paths starting with `$` or `~`, and absolute ones, stay."""
+    if not isinstance(block, dict):
+        return block
+    anchored = {key: _anchored(value, folder) if key in PIPELINE_KINDS else value for key, value in block.items()}
+    weights_ref = block.get("weights")
+    raw_path = weights_ref.get("path") if isinstance(weights_ref, dict) else weights_ref
+    if isinstance(raw_path, str) and raw_path and raw_path[0] not in "$~" and not Path(raw_path).is_absolute():
+        path = str(folder / raw_path)
+        anchored["weights"] = {**weights_ref, "path": path} if isinstance(weights_ref, dict) else path
+    return anchored
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
@@ -96,17 +152,18 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 class _Validator:
     """The two validation passes over one parsed registry file, collecting every problem."""
 
-    def __init__(self, file: Path, raw: dict[str, Any], manager: PluginManager) -> None:
+    def __init__(self, file: Path, raw: dict[str, Any], manager: PluginManager, plugin_dirs: dict[str, Path]) -> None:
         self.file = file
         self.raw = raw
         self.manager = manager
+        self.plugin_dirs = plugin_dirs
         self.problems: list[str] = []
 
     def registry(self) -> Registry:
         envelope = self._envelope()
         for index, module in enumerate(envelope.plugins):
             try:
-                self.manager.load_module(module, base_dir=self.file.parent)
+                self.manager.load_module(module, base_dir=self.plugin_dirs.get(module, self.file.parent))
             except PluginError as exc:
                 self.problems.append(f"plugins -> {index}: {exc.message}")
         components = {
@@ -293,7 +350,7 @@ class Registry:
             dtype=precision,
             defaults=decl.defaults,
             plugin_manager=self.plugin_manager,
-            scheduler_name=self.block(name, "scheduler").plugin,
+            plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
         )
 
     def build_component(

@@ -87,6 +87,9 @@ class RegistryEnvelope(Strict):
     """The top level. Components and pipelines are validated one by one, so every problem is reported."""
 
     version: Literal[1]
+    extends: str | None = Field(
+        None, description="`bundled`, or a registry file (relative to this one) whose entries this file inherits"
+    )
     plugins: list[str] = Field(default_factory=list)
     components: dict[str, Any] = Field(default_factory=dict)
     pipelines: dict[str, Any] = Field(default_factory=dict)

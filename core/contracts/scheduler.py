@@ -55,6 +55,13 @@ def num_train_timesteps(scheduler: Any) -> int:
     return value
 
 
+def warmup_timesteps(scheduler: Any) -> int:
+    """The scheduler's declared warm-up timesteps (`warmup_timesteps`, default 0): an int ≥ 0."""
+    value = getattr(scheduler, "warmup_timesteps", 0)
+    assert isinstance(value, int) and value >= 0, f"warmup_timesteps must be an int >= 0, got {value!r}"
+    return value
+
+
 def run_loop(scheduler: Any, noise: torch.Tensor, steps: int, *, seed: int = 0) -> torch.Tensor:
     """The classic diffusers loop, `stand_in_output` as the model (in the dtype of `noise`); the final sample."""
     scheduler.set_timesteps(steps)
@@ -121,20 +128,24 @@ class SchedulerContract(Contract):
             assert 0 <= low and high < total, f"n={n}: timesteps must lie in [0, {total}), got [{low}, {high}]"
 
     def test_timesteps_count(self, component: Any) -> None:
-        """n steps give between n and `order`·n timesteps; `order` is an int ≥ 1 (the model calls per step)."""
-        order = component.order
+        """n steps give between n and `order`·n + `warmup_timesteps` timesteps. `order` is an int ≥ 1 (the model
+        calls per step); `warmup_timesteps` (optional, default 0) is a declared int ≥ 0 of extra timesteps a
+        multistep rule spends warming up, e.g. 1 for diffusers' PNDM/PLMS with `skip_prk_steps`."""
+        order, warmup = component.order, warmup_timesteps(component)
         assert isinstance(order, int) and order >= 1, f"order must be an int >= 1, got {order!r}"
         for n in STEP_COUNTS:
             component.set_timesteps(n)
             count = len(component.timesteps)
-            assert n <= count <= order * n, (
-                f"n={n}: {count} timesteps; a rule of order {order} needs between {n} and {order * n}"
+            most = order * n + warmup
+            assert n <= count <= most, (
+                f"n={n}: {count} timesteps; a rule of order {order} with {warmup} warm-up timesteps needs "
+                f"between {n} and {most} (declare warm-up timesteps with a `warmup_timesteps` attribute)"
             )
 
     def test_strength_keeps_the_last_steps(self, component: Any) -> None:
-        """img2img at strength s runs the last ⌊n·s⌋ steps of the full schedule, as a sampler starts it
-        (`core.schedules.img2img_timesteps`): cut by the scheduler's own `set_timesteps(..., strength=)` when it
-        has one, else by the sampler, the diffusers way."""
+        """img2img at strength s runs the last ⌊n·s⌋ steps of the full schedule (+ `warmup_timesteps` for a rule of
+        order 1), as a sampler starts it (`core.schedules.img2img_timesteps`): cut by the scheduler's own
+        `set_timesteps(..., strength=)` when it has one, else by the sampler, the diffusers way."""
         n, strength = self.steps, 0.5
         component.set_timesteps(n)
         full = component.timesteps.clone()
@@ -144,7 +155,7 @@ class SchedulerContract(Contract):
             f"strength {strength}: timesteps {part.tolist()} are not the last steps of {full.tolist()}"
         )
         if component.order == 1:
-            expected = math.floor(n * strength)
+            expected = math.floor(n * strength) + warmup_timesteps(component)
             assert len(part) == expected, f"strength {strength}, n={n}: {len(part)} timesteps, expected {expected}"
 
     def test_init_noise_sigma(self, component: Any) -> None:

@@ -1,8 +1,9 @@
 """A non-editable install works from any directory: the wheel carries registry.yaml and models/, so the
-main command generates with the embedded model."""
+main command generates with the embedded model, and examples/custom_pipeline.yaml (`extends: bundled`) runs."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -90,3 +91,8 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
     )
     assert generated.returncode == 0, generated.stderr
     assert (elsewhere / "a-large-red-circle-on-a-blue-background-0.png").is_file()
+    shutil.copy(ROOT / "examples" / "custom_pipeline.yaml", elsewhere)  # `extends: bundled`: no paths into a checkout
+    custom = [str(script), "generate", "a green square", "--registry", "custom_pipeline.yaml", "--out", "custom.png"]
+    generated = subprocess.run(custom, cwd=elsewhere, capture_output=True, text=True)
+    assert generated.returncode == 0, generated.stderr
+    assert (elsewhere / "custom.png").is_file()

@@ -97,7 +97,10 @@ def shared_diffusers_lms_weights() -> Any:
 
 
 def ours(name: str, **config: Any) -> Any:
+    """Our rule `name`; `lms` without its stability cap, which is diffusers' LMS exactly."""
     spec = PLUGINS.get("scheduler", name).spec
+    if name == "lms":
+        config.setdefault("stability_cap", False)
     return spec.build(spec.config(**config))
 
 
@@ -109,6 +112,7 @@ def reference(name: str, **config: Any) -> tuple[Any, dict[str, Any]]:
         step_kwargs["eta"] = config.pop("eta", 0.0)
     if name == "lms":
         step_kwargs["order"] = config.pop("solver_order", 4)
+        config.pop("stability_cap", None)
     return REFERENCE[name](**config), step_kwargs
 
 

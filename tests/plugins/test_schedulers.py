@@ -330,6 +330,14 @@ def test_lms_coefficients_are_exact_integrals_of_the_lagrange_basis() -> None:
             assert sum(table[i][k - 1][:k]) == pytest.approx(b - a)  # Σ ℓ_j = 1
 
 
+def test_lms_stable_orders_follow_the_adams_bashforth_intervals() -> None:
+    """Relative steps (σ_i − σ_{i+1})/σ_i of 0.1, 0.3, 0.5, 0.7 and 1 (the step to σ = 0) allow orders 4, 3, 2, 2, 1
+    at margin ¾ of the intervals 3/10, 6/11, 1, 2."""
+    sigmas = np.array([10.0, 9.0, 6.3, 3.15, 0.945, 0.0])
+    assert lms_plugin.stable_orders(sigmas, 4) == [4, 3, 2, 2, 1]
+    assert lms_plugin.stable_orders(sigmas, 2) == [2, 2, 2, 2, 1]
+
+
 def test_lms_integrates_once_in_set_timesteps(monkeypatch: pytest.MonkeyPatch) -> None:
     lms = build("lms")
     lms.set_timesteps(1000)  # the whole table, fast
