@@ -74,7 +74,13 @@ def _sd15_random() -> Pipeline:
         dtype=dtype,
         defaults=PipelineDefaults(guidance_scale=7.5, negative_prompt=""),
         plugin_manager=PluginManager.discover(),
-        scheduler_name="ddim",
+        plugins={
+            "encoder": "vae-kl",
+            "denoiser": "unet2d-condition",
+            "text": "clip-text",
+            "scheduler": "ddim",
+            "sampler": "cfg",
+        },
     )
 
 
