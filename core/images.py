@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -44,10 +45,19 @@ def contact_sheet(images: list[Image.Image], columns: int | None = None) -> Imag
     return sheet
 
 
+@functools.cache
+def current_umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_png(image: Image.Image, path: Path, recipe: dict[str, Any] | None = None, *, overwrite: bool = False) -> Path:
     """Write `image` to `path` atomically (temp file + rename), the recipe as a JSON PNG text chunk.
 
-    Refuses to replace an existing file unless `overwrite`. A failed write leaves nothing behind.
+    Refuses to replace an existing file unless `overwrite`. A failed write leaves nothing behind. The file gets
+    the permissions a plain `open(path, "w")` would give (0666 less the umask), not the temp file's 0600.
     """
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists", hint="pass --overwrite, or choose another --out")
@@ -58,6 +68,7 @@ def save_png(image: Image.Image, path: Path, recipe: dict[str, Any] | None = Non
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format="PNG", pnginfo=info)
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

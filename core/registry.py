@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from core import weights
+from core.bounded_yaml import load_bounded
 from core.devices import placement_dtype, resolve_device, resolve_dtype
 from core.errors import ConfigError, DiffstackError, PluginError, RegistryError, WeightsError
 from core.interfaces import INTERFACES, MODEL_KINDS, PIPELINE_KINDS, missing_members
@@ -35,6 +36,8 @@ ACCEPTED_WEIGHTS = (
     "a diffusers folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/), an original SD 1.x "
     "single-file .safetensors, or a diffstack .safetensors of the component"
 )
+MAX_REGISTRY_BYTES = 1 << 20
+"""A registry file is a few KB; anything over 1 MiB is another file named by mistake."""
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -132,8 +135,25 @@ def _anchored(block: Any, folder: Path) -> Any:
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
+    """The top-level mapping of registry `file`, parsed within `core.bounded_yaml`'s limits."""
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        size = file.stat().st_size
+        if size > MAX_REGISTRY_BYTES:
+            raise RegistryError(
+                f"{file}: {size} bytes is not a registry file (the limit is {MAX_REGISTRY_BYTES})",
+                hint="point --registry at the YAML registry file",
+            )
+        raw = load_bounded(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RegistryError(
+            f"{file}: not UTF-8 text (byte {exc.start}): a registry file is YAML",
+            hint="point --registry at the YAML registry file",
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise RegistryError(
+            f"{file}: refused: {str(exc)[:300]}",
+            hint="a registry is a small YAML file of a few hundred values: check that this is the file you meant",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

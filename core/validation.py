@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reprlib import Repr
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,13 +18,28 @@ def path_text(path: Path) -> str:
     return " -> ".join(str(p) for p in path)
 
 
+MAX_SHOWN = 200
+"""Characters of an offending value an error message shows."""
+
+
+SHORT_REPR = Repr()
+SHORT_REPR.maxlevel, SHORT_REPR.maxstring, SHORT_REPR.maxother = 3, MAX_SHOWN, MAX_SHOWN
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` within `MAX_SHOWN` characters, never walking more than 3 levels of a nested value: a
+    message stays short and quick whatever the input was."""
+    text = SHORT_REPR.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
 def describe_errors(exc: ValidationError, prefix: Path = ()) -> list[str]:
     """One line per error: `path -> field: message (got value)`."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = tuple(part for part in error["loc"] if part not in REF_TAGS)
         where = path_text(prefix + loc) or "(top level)"
-        got = "" if error["type"] == "missing" else f" (got {error['input']!r})"
+        got = "" if error["type"] == "missing" else f" (got {shown(error['input'])})"
         lines.append(f"{where}: {error['msg']}{got}")
     return lines
 
