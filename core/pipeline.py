@@ -19,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from core.containment import is_plugin_failure
 from core.errors import DiffstackError, InputError, RegistryError, SwapWarning
 from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
 from core.images import from_pil
@@ -146,9 +147,9 @@ class Pipeline:
             return self._generate(settings, scheduler, image, callback, progress)
         except CallbackFailed as failed:
             raise failed.error from None
-        except DiffstackError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not is_plugin_failure(exc):
+                raise
             parts = {kind: (self.plugins[kind], getattr(self, kind)) for kind in ("encoder", "denoiser", "text")}
             parts |= {"scheduler": (settings.scheduler, scheduler), "sampler": (self.plugins["sampler"], self.sampler)}
             raise attributed(exc, self.name, parts) from exc
@@ -259,12 +260,13 @@ class Pipeline:
             if bar.total is None:
                 bar.total = event.num_steps
             bar.update(1)
-            try:
-                self.plugin_manager.hook.diffstack_step_end(event=event)
-                if callback is not None:
+            for _ in self.plugin_manager.call_each("diffstack_step_end", event=event):
+                pass  # a hook that raises stops the run with a PluginError naming it
+            if callback is not None:
+                try:
                     callback(event)
-            except Exception as exc:
-                raise CallbackFailed(exc) from exc
+                except Exception as exc:
+                    raise CallbackFailed(exc) from exc
 
         return on_step
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +23,7 @@ import pluggy
 
 from core import hookspecs
 from core.component_spec import ComponentSpec
+from core.containment import contained, is_real_interrupt, summary
 from core.errors import DiffstackError, PluginError, PluginWarning, UnknownComponentError
 from core.interfaces import KINDS
 from core.suggest import did_you_mean
@@ -144,7 +146,9 @@ class PluginManager:
                 plugin = entry_point.load()
                 self.register(plugin, info)
                 self._check_components(info.name)
-            except Exception as exc:
+            except BaseException as exc:
+                if is_real_interrupt(exc):
+                    raise
                 self._record_failure(info, exc)
 
     def load_module(self, name: str, *, base_dir: Path | None = None) -> None:
@@ -163,11 +167,21 @@ class PluginManager:
             self._check_components(info.name)
         except PluginError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if is_real_interrupt(exc):
+                raise
             raise PluginError(
-                f"plugin module {name!r} listed under `plugins:` failed to import: {type(exc).__name__}: {exc}",
+                f"plugin module {name!r} listed under `plugins:` failed to import: {summary(exc)}",
                 hint=f"make {name!r} importable (installed, or {name}.py next to the registry file)",
             ) from exc
+
+    def call_each(self, hook: str, **arguments: Any) -> Iterator[Any]:
+        """Call the implementations of `hook` one by one, in pluggy's order (the last registered first), yielding
+        each result; each call is `contained`, so a failure is a PluginError naming the plugin and the hook."""
+        for impl in reversed(getattr(self.hook, hook).get_hookimpls()):
+            with contained(f"{self._info[impl.plugin_name].provider} in {hook}()"):
+                result = impl.function(**{name: arguments[name] for name in impl.argnames})
+            yield result
 
     def plugins(self) -> list[PluginInfo]:
         """Every registered plugin, in registration order."""
@@ -213,12 +227,8 @@ class PluginManager:
         if impl is None:
             return []
         provider = self._info[plugin_name].provider
-        try:
+        with contained(f"{provider}: diffstack_components()"):
             specs = impl()
-        except DiffstackError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{provider}: diffstack_components() raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(specs, (list, tuple)) or not all(isinstance(s, ComponentSpec) for s in specs):
             raise PluginError(f"{provider}: diffstack_components() must return a list of core.ComponentSpec")
         return list(specs)
@@ -227,13 +237,14 @@ class PluginManager:
         """Validate one newly registered plugin's specs now, so a broken one is caught by its guard."""
         try:
             self._specs_of(plugin_name)
-        except Exception:
+        except BaseException:
             self.hook_manager.unregister(name=plugin_name)
             del self._info[plugin_name]
             raise
 
-    def _record_failure(self, info: PluginInfo, exc: Exception) -> None:
-        problem = LoadProblem(info.name, info.distribution, info.version, f"{type(exc).__name__}: {exc}")
+    def _record_failure(self, info: PluginInfo, exc: BaseException) -> None:
+        error = exc.message if isinstance(exc, DiffstackError) else summary(exc)
+        problem = LoadProblem(info.name, info.distribution, info.version, error)
         if self.strict:
             raise PluginError(str(problem).replace(" and was skipped", ""), hint="fix or uninstall it") from exc
         self._report(problem)

@@ -21,8 +21,9 @@ from pydantic import ValidationError
 
 from core import weights
 from core.bounded_yaml import load_bounded
+from core.containment import contained
 from core.devices import placement_dtype, resolve_device, resolve_dtype
-from core.errors import ConfigError, DiffstackError, PluginError, RegistryError, WeightsError
+from core.errors import DiffstackError, PluginError, RegistryError, WeightsError
 from core.interfaces import INTERFACES, MODEL_KINDS, PIPELINE_KINDS, missing_members
 from core.performance import OPTIMISED_KINDS, Performance, optimise_part
 from core.pipeline import Pipeline
@@ -481,14 +482,8 @@ class Registry:
         """`block`'s plugin built with `config`; PluginError when its factory raises or returns something that
         lacks part of `kind`'s interface."""
         spec = self.plugin_manager.get(kind, block.plugin).spec
-        try:
+        with contained(f"{where}: {kind} plugin {block.plugin!r}, building it,"):
             component = spec.build(config)
-        except (ConfigError, WeightsError):
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"{where}: {kind} plugin {block.plugin!r} failed to build: {type(exc).__name__}: {exc}"
-            ) from exc
         missing = missing_members(component, kind)  # type: ignore[arg-type]
         if missing:
             raise PluginError(
@@ -519,8 +514,8 @@ class Registry:
         return path
 
     def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[weights.CheckpointState, dict[str, Any]]:
-        state = self.plugin_manager.hook.diffstack_load_weights(path=path, kind=kind, format=fmt)
-        if state is not None:
-            return state, {}
+        for state in self.plugin_manager.call_each("diffstack_load_weights", path=path, kind=kind, format=fmt):
+            if state is not None:
+                return state, {}
         state, architecture = weights.read_component_weights(path, kind, fmt)
         return state, architecture or {}

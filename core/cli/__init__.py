@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import core
 from core.cli import check, eval, generate, list, train, validate
+from core.containment import tracking_interrupts
 from core.errors import DiffstackError
 
 COMMANDS = (generate, list, validate, check, train, eval)
@@ -57,7 +58,7 @@ def show_warning(message: Warning | str, category: type[Warning], *_: object, **
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), tracking_interrupts():
             warnings.showwarning = show_warning
             return args.run(args)
     except DiffstackError as exc:

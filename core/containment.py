@@ -1,0 +1,75 @@
+"""Plugin code runs contained: nothing it raises escapes as anything but a diffstack error.
+
+A plugin's import, hooks, factories and parts may raise anything, `SystemExit` and `KeyboardInterrupt`
+included (a `sys.exit(0)` in a plugin must not end `diffstack generate` with exit 0 and no image). Where
+diffstack calls plugin code it lets a `DiffstackError` through and turns every other exception into a
+`PluginError` naming the plugin and the phase (`contained`, or `is_plugin_failure` where the caller reports
+the failure itself). One exception passes: a real Ctrl-C. The CLI counts SIGINTs while it runs
+(`tracking_interrupts`), so a `KeyboardInterrupt` without a SIGINT behind it is the plugin's own; a library
+caller that does not track interrupts keeps every `KeyboardInterrupt` as it is.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from core.errors import DiffstackError, PluginError
+
+_sigints: int | None = None
+"""SIGINTs received while `tracking_interrupts` is active; None when nobody tracks them."""
+
+
+@contextmanager
+def tracking_interrupts() -> Iterator[None]:
+    """Count real SIGINTs (Ctrl-C) while the block runs; each still raises KeyboardInterrupt as usual."""
+    global _sigints
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        global _sigints
+        _sigints = (_sigints or 0) + 1
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    _sigints = 0
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _sigints = None
+
+
+def is_real_interrupt(exc: BaseException) -> bool:
+    """A KeyboardInterrupt with a SIGINT behind it, or any KeyboardInterrupt while nobody tracks SIGINTs."""
+    return isinstance(exc, KeyboardInterrupt) and _sigints != 0
+
+
+def is_plugin_failure(exc: BaseException) -> bool:
+    """Whether `exc`, raised inside plugin code, is that plugin's failure: anything but a DiffstackError (already
+    a clear message) and a real Ctrl-C."""
+    return not isinstance(exc, DiffstackError) and not is_real_interrupt(exc)
+
+
+def summary(exc: BaseException) -> str:
+    """`Type: first line of the message` (300 characters at most); `SystemExit: sys.exit(0)` for an exit."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: sys.exit({exc.code!r})"
+    detail = (str(exc).splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+@contextmanager
+def contained(what: str, *, hint: str | None = None) -> Iterator[None]:
+    """Run plugin code; a failure (`is_plugin_failure`) leaves as `PluginError("{what} raised …")`."""
+    try:
+        yield
+    except BaseException as exc:
+        if not is_plugin_failure(exc):
+            raise
+        raise PluginError(f"{what} raised {summary(exc)}", hint=hint) from exc
