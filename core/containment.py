@@ -20,28 +20,34 @@ from types import FrameType
 from core.errors import DiffstackError, PluginError
 
 _sigints: int | None = None
-"""SIGINTs received while `tracking_interrupts` is active; None when nobody tracks them."""
+"""SIGINTs and SIGTERMs received while `tracking_interrupts` is active; None when nobody tracks them."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (no temp file is left behind)."""
 
 
 @contextmanager
 def tracking_interrupts() -> Iterator[None]:
-    """Count real SIGINTs (Ctrl-C) while the block runs; each still raises KeyboardInterrupt as usual."""
+    """Count real SIGINTs (Ctrl-C) while the block runs, each raising KeyboardInterrupt as usual, and turn
+    SIGTERM into `Terminated`."""
     global _sigints
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         global _sigints
         _sigints = (_sigints or 0) + 1
-        raise KeyboardInterrupt
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
     _sigints = 0
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         _sigints = None
 
 

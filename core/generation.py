@@ -13,6 +13,7 @@ from PIL import Image
 
 from core.errors import InputError
 from core.images import to_pil
+from core.registry_schema import PipelineLimits
 from core.schedules import check_num_steps, check_strength
 
 MAX_SEED = 2**64 - 1
@@ -72,9 +73,12 @@ def prompt_list(value: str | list[str], name: str) -> list[str]:
     return list(items)
 
 
-def check_settings(settings: Settings, downsample_factor: int, num_train_timesteps: int) -> Settings:
+def check_settings(
+    settings: Settings, downsample_factor: int, num_train_timesteps: int, limits: PipelineLimits | None = None
+) -> Settings:
     """`settings` unchanged, or an InputError naming the first bad field and its fix. Each field has one check:
-    sizes against the encoder's `downsample_factor`, steps against the scheduler's `num_train_timesteps`."""
+    sizes against the encoder's `downsample_factor`, steps against the scheduler's `num_train_timesteps`, the
+    image count and size against the pipeline's `limits` (default `PipelineLimits()`)."""
     s = settings
     if len(s.negative_prompts) != len(s.prompts):
         raise InputError(
@@ -92,9 +96,26 @@ def check_settings(settings: Settings, downsample_factor: int, num_train_timeste
         raise InputError(f"seed must be an integer in [0, 2⁶⁴ - 1] for every image (seed + i), got {s.seed!r}")
     for name in ("height", "width"):
         check_size(name, getattr(s, name), downsample_factor)
+    check_limits(s, limits or PipelineLimits())
     if s.strength is not None:
         check_strength(s.strength)
     return settings
+
+
+def check_limits(settings: Settings, limits: PipelineLimits) -> None:
+    """An InputError when the call asks for more images, or larger ones, than the pipeline's `limits` allow."""
+    count, pixels = len(settings.prompts) * settings.num_images, settings.height * settings.width
+    if count > limits.max_images:
+        raise InputError(
+            f"{count} images in one call is over this pipeline's limit of {limits.max_images}",
+            hint="generate in several calls, or raise `limits: {max_images: …}` in the registry (--max-images)",
+        )
+    if pixels > limits.max_pixels:
+        raise InputError(
+            f"{settings.width}×{settings.height} = {pixels} pixels per image is over this pipeline's limit of "
+            f"{limits.max_pixels}",
+            hint="ask for a smaller image, or raise `limits: {max_pixels: …}` in the registry (--max-pixels)",
+        )
 
 
 def check_size(name: str, value: Any, factor: int) -> None:

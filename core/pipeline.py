@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from core.interfaces import (
 )
 from core.plugin_failure import CallbackFailed, attributed
 from core.plugin_manager import PluginManager
-from core.registry_schema import PipelineDefaults
+from core.registry_schema import PipelineDefaults, PipelineLimits
 from core.scheduler_swap import carried_config
 from core.validation import validate_config
 
@@ -46,7 +46,8 @@ InitImage = Image.Image | list[Image.Image]
 
 @dataclass
 class Pipeline:
-    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` come from the registry;
+    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` and `limits` come from the
+    registry;
     `plugins` names the plugin of each part by kind (`{"scheduler": "ddim", …}`).
 
     Calling it is thread-safe: each call works on its own copy of the scheduler.
@@ -63,6 +64,7 @@ class Pipeline:
     defaults: PipelineDefaults
     plugin_manager: PluginManager
     plugins: dict[str, str]
+    limits: PipelineLimits = field(default_factory=PipelineLimits)
 
     def __post_init__(self) -> None:
         check_parts_fit(self.name, self.encoder, self.denoiser, self.text)
@@ -127,7 +129,7 @@ class Pipeline:
             scheduler=scheduler or self.plugins["scheduler"], scheduler_config=scheduler_config.model_dump(mode="json"),
         )  # fmt: skip
         train_timesteps = scheduler_config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
-        return check_settings(settings, self.encoder.downsample_factor, train_timesteps)
+        return check_settings(settings, self.encoder.downsample_factor, train_timesteps, self.limits)
 
     def run(
         self,

@@ -370,6 +370,7 @@ class Registry:
             device=target,
             dtype=precision,
             defaults=decl.defaults,
+            limits=decl.limits,
             plugin_manager=self.plugin_manager,
             plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
         )

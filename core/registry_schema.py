@@ -57,6 +57,14 @@ class PipelineDefaults(Strict):
     strength: float | None = Field(None, gt=0.0, le=1.0, description="img2img strength when a call gives none")
 
 
+class PipelineLimits(Strict):
+    """Per-pipeline bounds on the work one call may ask for, checked with the other settings before anything
+    is allocated (`core.generation.check_settings`)."""
+
+    max_pixels: int = Field(2048 * 2048, gt=0, description="height × width of one image, at most")
+    max_images: int = Field(64, gt=0, description="images per call (prompts × num_images), at most")
+
+
 REF_TAGS = ("component-name", "inline-block")
 ComponentRef = Annotated[
     Annotated[str, Tag(REF_TAGS[0])] | Annotated[InlineComponent, Tag(REF_TAGS[1])],
@@ -78,6 +86,7 @@ class PipelineDecl(Strict):
     scheduler: ComponentRef
     sampler: ComponentRef
     defaults: PipelineDefaults = Field(default_factory=PipelineDefaults)
+    limits: PipelineLimits = Field(default_factory=PipelineLimits)
     performance: Performance = Field(default_factory=Performance)
 
     _weights = field_validator("weights", mode="before")(_weights_shorthand)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reprlib import Repr
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,7 +44,10 @@ def describe_errors(exc: ValidationError, prefix: Path = ()) -> list[str]:
     return lines
 
 
-def validate_config(model: type[BaseModel], data: dict[str, Any], *, where: str) -> BaseModel:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate_config(model: type[Model], data: dict[str, Any], *, where: str) -> Model:
     """Validate `data` against a plugin's Config, raising ConfigError that lists every bad field."""
     try:
         return model.model_validate(data)

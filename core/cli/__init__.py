@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import core
 from core.cli import check, eval, generate, list, train, validate
-from core.containment import tracking_interrupts
+from core.containment import Terminated, tracking_interrupts
 from core.errors import DiffstackError
 
 COMMANDS = (generate, list, validate, check, train, eval)
@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ The recipe is what the pipeline says it ran (`Generation.settings`), never re-de
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -19,7 +20,10 @@ from core.errors import InputError
 from core.generation import Settings
 from core.images import contact_sheet, read_recipe, save_png
 from core.performance import fast
+from core.recipe import parse_recipe
 from core.registry import load_registry
+from core.registry_schema import PipelineLimits
+from core.validation import validate_config
 
 RECIPE_FIELDS = (
     "prompt",
@@ -52,9 +56,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--height", type=int, help="image height in pixels")
     parser.add_argument("--width", type=int, help="image width in pixels")
     parser.add_argument("--num-images", type=int, default=1, help="images to generate")
-    parser.add_argument("--scheduler", help="swap the update rule by plugin name, keeping the noise schedule")
+    parser.add_argument(
+        "--scheduler", help="swap the update rule by plugin name, carrying the pipeline's scheduler settings"
+    )
     parser.add_argument("--image", metavar="PNG", help="init image for img2img")
     parser.add_argument("--strength", type=float, help="img2img strength in (0, 1]")
+    parser.add_argument("--max-images", type=int, help="raise the pipeline's limit on images per call")
+    parser.add_argument("--max-pixels", type=int, help="raise the pipeline's limit on height × width")
     parser.add_argument("--out", default=".", help="output folder, or a .png path for a single image")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("--grid", action="store_true", help="write one contact sheet instead of one file per image")
@@ -80,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             f"--out {out} names one file but {request['num_images']} images were asked for",
             hint="give a folder, or add --grid",
         )
+    if single_file and (out.is_dir() or (out.exists() and not args.overwrite)):
+        problem = "is a folder" if out.is_dir() else "already exists"
+        raise InputError(f"--out {out} {problem}", hint="pass --overwrite, or choose another --out")
     registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
     _check_writable(out.parent if single_file else out)
     pipe = registry.build(
@@ -88,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         performance=fast(resolve_device(args.device)) if args.fast else None,
     )
+    raised = {"max_images": args.max_images, "max_pixels": args.max_pixels}
+    if any(value is not None for value in raised.values()):
+        limits = {key: value for key, value in raised.items() if value is not None}
+        pipe = dataclasses.replace(pipe, limits=validate_config(PipelineLimits, pipe.limits.model_dump() | limits,
+                                                                 where="--max-images/--max-pixels"))  # fmt: skip
     init_image = _open_image(args.image) if args.image else None
     generation = pipe(request.pop("prompt"), **request, image=init_image, strength=args.strength)
     recipe = _recipe(generation.settings)
@@ -156,16 +172,14 @@ def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool
         return request, None, args.grid
     if args.prompt is not None:
         raise InputError("give either a PROMPT or --from-png, not both")
-    stored = read_recipe(Path(args.from_png))
-    missing = [field for field in RECIPE_FIELDS if field not in stored]
-    if missing:
-        raise InputError(f"{args.from_png}: the recipe lacks {', '.join(missing)}")
-    request = {field: stored[field] for field in RECIPE_FIELDS}
-    if stored.get("grid"):
+    stored = parse_recipe(read_recipe(Path(args.from_png)), args.from_png)
+    request = {field: getattr(stored, field) for field in RECIPE_FIELDS}
+    if stored.grid:
         return request, None, True
     # re-run the whole batch the image came from: CPU kernels are not bitwise batch-size invariant
-    request.update(seed=stored.get("batch_seed", stored["seed"]), num_images=stored.get("batch_size", 1))
-    return request, int(stored.get("batch_index", 0)), False
+    first = stored.seed if stored.batch_seed is None else stored.batch_seed
+    request.update(seed=first, num_images=stored.batch_size or 1)
+    return request, stored.batch_index or 0, False
 
 
 def _check_writable(folder: Path) -> None:
