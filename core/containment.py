@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from pydantic import ValidationError
+
 from core.errors import DiffstackError, PluginError
+from core.validation import describe_errors
 
 _sigints: int | None = None
 """SIGINTs and SIGTERMs received while `tracking_interrupts` is active; None when nobody tracks them."""
@@ -63,9 +66,12 @@ def is_plugin_failure(exc: BaseException) -> bool:
 
 
 def summary(exc: BaseException) -> str:
-    """`Type: first line of the message` (300 characters at most); `SystemExit: sys.exit(0)` for an exit."""
+    """`Type: first line of the message` (300 characters at most); `SystemExit: sys.exit(0)` for an exit; every
+    field of a pydantic ValidationError."""
     if isinstance(exc, SystemExit):
         return f"SystemExit: sys.exit({exc.code!r})"
+    if isinstance(exc, ValidationError):  # its first line only says how many errors: show them
+        return f"ValidationError of {exc.title}: {'; '.join(describe_errors(exc))}"[:600]
     detail = (str(exc).splitlines() or [""])[0][:300]
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 

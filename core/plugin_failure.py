@@ -48,8 +48,8 @@ def attributed(exc: BaseException, pipeline: str, parts: Mapping[str, Part]) -> 
         )
     found = culprit(exc, parts)
     where = f"pipeline {pipeline!r}" if found is None else f"{found[0]} plugin {found[1]!r} of pipeline {pipeline!r}"
-    check = "" if found is None else f"`diffstack check {found[0]}/{found[1]}` runs its contract; "
+    check = "" if found is None else f"`diffstack check {found[0]}/{found[1]} [--registry FILE]` runs its contract; "
     return PluginError(
         f"{where} raised {summary(exc)}",
-        hint=f"a bug in the plugin or an input it cannot handle; {check}--debug shows the traceback",
+        hint=f"a bug in the plugin or an input it cannot handle; {check}`diffstack --debug …` shows the traceback",
     )

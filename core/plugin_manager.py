@@ -170,8 +170,12 @@ class PluginManager:
         except BaseException as exc:
             if is_real_interrupt(exc):
                 raise
+            nearby = [path.stem for path in base_dir.glob("*.py")] if base_dir is not None else []
+            looked = f"no {base_dir / f'{name}.py'}, so it was imported by name" if base_dir is not None else ""
+            failed_by_name = isinstance(exc, ModuleNotFoundError) and exc.name == name
             raise PluginError(
-                f"plugin module {name!r} listed under `plugins:` failed to import: {summary(exc)}",
+                f"plugin module {name!r} listed under `plugins:` failed to import: {summary(exc)}"
+                + (f" ({looked}){did_you_mean(name, nearby)}" if failed_by_name and looked else ""),
                 hint=f"make {name!r} importable (installed, or {name}.py next to the registry file)",
             ) from exc
 

@@ -36,6 +36,7 @@ class Recipe(BaseModel):
     num_images: int = Field(gt=0)
     strength: float | None = Field(None, gt=0.0, le=1.0)
     diffstack_version: str = Field("", max_length=100)
+    registry: str = Field("", max_length=4096, description="the registry file of the run: shown in hints, never loaded")
     batch_seed: int | None = Field(None, ge=0, le=MAX_SEED)
     batch_size: int | None = Field(None, gt=0)
     batch_index: int | None = Field(None, ge=0)

@@ -74,13 +74,20 @@ def load_registry(
     with `strict` deciding whether a broken installed plugin is fatal).
     """
     file = find_registry(path).resolve()
-    raw, plugin_dirs = _inherited(file, _read_yaml(file), ())
+    raw, plugin_dirs, origins = _inherited(file, _read_yaml(file), ())
     manager = plugin_manager if plugin_manager is not None else PluginManager.discover(strict=strict)
-    return _Validator(file, raw, manager, plugin_dirs).registry()
+    return _Validator(file, raw, manager, plugin_dirs, origins).registry()
 
 
-def _inherited(file: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """`raw` merged over the registry it `extends` (recursively) → (merged raw, folder of each `plugins:` module).
+Origins = dict[tuple[str, str], Path]
+"""(section, entry name) → the file that declares it, for the entries a registry inherits."""
+
+
+def _inherited(
+    file: Path, raw: dict[str, Any], seen: tuple[Path, ...]
+) -> tuple[dict[str, Any], dict[str, Path], Origins]:
+    """`raw` merged over the registry it `extends` (recursively) → (merged raw, folder of each `plugins:` module,
+    the file each inherited entry comes from).
 
     The file's own components and pipelines replace inherited ones of the same name, its `plugins` add to
     theirs, its `default_pipeline` (when set) wins; relative weights paths of inherited entries are anchored
@@ -91,7 +98,7 @@ def _inherited(file: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> tuple
     plugin_dirs = {module: file.parent for module in own_plugins if isinstance(module, str)}
     extends = raw.get("extends")
     if extends is None:
-        return raw, plugin_dirs
+        return raw, plugin_dirs, {}
     if not isinstance(extends, str) or not extends:
         raise RegistryError(
             f"{file}: extends: expected `bundled` or a registry file path, got {extends!r}",
@@ -105,8 +112,11 @@ def _inherited(file: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> tuple
         )
     if base == file or base in seen:
         chain = " -> ".join(str(f) for f in (*seen, file, base))
-        raise RegistryError(f"{file}: extends: the registries extend each other in a cycle: {chain}")
-    inherited, base_dirs = _inherited(base, _read_yaml(base), (*seen, file))
+        raise RegistryError(
+            f"{file}: extends: the registries extend each other in a cycle: {chain}",
+            hint="remove `extends:` from one of them",
+        )
+    inherited, base_dirs, origins = _inherited(base, _read_yaml(base), (*seen, file))
     merged = {**inherited, **{key: value for key, value in raw.items() if key not in ("components", "pipelines")}}
     for section in ("components", "pipelines"):
         theirs, ours = inherited.get(section) or {}, raw.get(section) or {}
@@ -114,11 +124,13 @@ def _inherited(file: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> tuple
             raise RegistryError(f"{base}: `{section}` must be a mapping (inherited by {file})")
         anchored = {name: _anchored(block, base.parent) for name, block in theirs.items()}
         merged[section] = {**anchored, **ours} if isinstance(ours, dict) else ours
+        declared_here = ours if isinstance(ours, dict) else {}
+        origins |= {(section, name): origins.get((section, name), base) for name in theirs if name not in declared_here}
     base_plugins = inherited.get("plugins")
     listed_first = base_plugins if isinstance(base_plugins, list) else []
     merged["plugins"] = [*listed_first, *(module for module in own_plugins if module not in listed_first)]
     merged["default_pipeline"] = raw.get("default_pipeline") or inherited.get("default_pipeline")
-    return merged, {**base_dirs, **plugin_dirs}
+    return merged, {**base_dirs, **plugin_dirs}, origins
 
 
 def _anchored(block: Any, folder: Path) -> Any:
@@ -173,11 +185,15 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 class _Validator:
     """The two validation passes over one parsed registry file, collecting every problem."""
 
-    def __init__(self, file: Path, raw: dict[str, Any], manager: PluginManager, plugin_dirs: dict[str, Path]) -> None:
+    def __init__(
+        self, file: Path, raw: dict[str, Any], manager: PluginManager, plugin_dirs: dict[str, Path], origins: Origins
+    ) -> None:
         self.file = file
         self.raw = raw
         self.manager = manager
         self.plugin_dirs = plugin_dirs
+        self.origins = origins
+        self.failed_modules: list[str] = []
         self.problems: list[str] = []
 
     def registry(self) -> Registry:
@@ -187,6 +203,7 @@ class _Validator:
                 self.manager.load_module(module, base_dir=self.plugin_dirs.get(module, self.file.parent))
             except PluginError as exc:
                 self.problems.append(f"plugins -> {index}: {exc.message}")
+                self.failed_modules.append(module)
         components = {
             name: decl for name, block in envelope.components.items() if (decl := self._component(name, block))
         }
@@ -200,16 +217,22 @@ class _Validator:
             count = len(self.problems)
             raise RegistryError(
                 f"{self.file}: {count} problem{'s' if count > 1 else ''} found",
-                self.problems,
+                [self._located(problem) for problem in self.problems],
                 hint=f"fix the entries above, then re-check with `diffstack validate {self.file}`",
             )
         return Registry(self.file, components, pipelines, default, self.manager)
+
+    def _located(self, problem: str) -> str:
+        """`problem`, with the file it is in when it is about an inherited entry (`extends:`)."""
+        section, _, rest = problem.partition(" -> ")
+        origin = self.origins.get((section, rest.split(" -> ")[0].split(":")[0]))
+        return problem if origin is None else f"{problem} (in {origin}, inherited through extends:)"
 
     def _envelope(self) -> RegistryEnvelope:
         try:
             return RegistryEnvelope.model_validate(self.raw)
         except ValidationError as exc:
-            self.problems.extend(describe_errors(exc))
+            self.problems.extend(describe_errors(exc, fields=RegistryEnvelope.model_fields))
         usable = {
             key: value
             for key, value in self.raw.items()
@@ -221,7 +244,7 @@ class _Validator:
         try:
             decl = ComponentDecl.model_validate(block)
         except ValidationError as exc:
-            self.problems.extend(describe_errors(exc, ("components", name)))
+            self.problems.extend(describe_errors(exc, ("components", name), ComponentDecl.model_fields))
             return None
         return decl if self._plugin_block(decl.kind, decl, ("components", name)) else None
 
@@ -229,7 +252,7 @@ class _Validator:
         try:
             decl = PipelineDecl.model_validate(block)
         except ValidationError as exc:
-            self.problems.extend(describe_errors(exc, ("pipelines", name)))
+            self.problems.extend(describe_errors(exc, ("pipelines", name), PipelineDecl.model_fields))
             return None
         ok = True
         for slot in PIPELINE_KINDS:
@@ -249,19 +272,25 @@ class _Validator:
                 )
             elif components[ref].kind != slot:
                 ok = False
-                self.problems.append(f"{_path(where)}: component {ref!r} is a {components[ref].kind}, not a {slot}")
+                same_kind = [n for n, c in components.items() if c.kind == slot]
+                self.problems.append(
+                    f"{_path(where)}: component {ref!r} is {article(components[ref].kind)}, not {article(slot)}; "
+                    f"{slot} components: {', '.join(same_kind) or '(none)'}"
+                )
         return decl if ok else None
 
     def _plugin_block(self, kind: str, block: InlineComponent, where: tuple[str, ...]) -> bool:
         try:
             spec = self.manager.get(kind, block.plugin).spec
         except PluginError as exc:
-            self.problems.append(f"{_path(where + ('plugin',))}: {exc.message}; {exc.hint}")
+            failed = ", ".join(repr(module) for module in self.failed_modules)
+            maybe = f"; the `plugins:` module {failed} that failed above may provide it" if failed else ""
+            self.problems.append(f"{_path(where + ('plugin',))}: {exc.message}; {exc.hint}{maybe}")
             return False
         try:
             spec.config.model_validate(block.config)
         except ValidationError as exc:
-            self.problems.extend(describe_errors(exc, where + ("config",)))
+            self.problems.extend(describe_errors(exc, where + ("config",), spec.config.model_fields))
             return False
         return True
 
@@ -296,6 +325,11 @@ def _lookup(table: Mapping[str, Declaration], name: str, what: str, path: Path) 
             hint=f"{what}s: {', '.join(table) or '(none)'}",
         )
     return table[name]
+
+
+def article(word: str) -> str:
+    """`word` with its indefinite article: "an encoder", "a text"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _path(where: tuple[str, ...]) -> str:
@@ -483,7 +517,8 @@ class Registry:
         """`block`'s plugin built with `config`; PluginError when its factory raises or returns something that
         lacks part of `kind`'s interface."""
         spec = self.plugin_manager.get(kind, block.plugin).spec
-        with contained(f"{where}: {kind} plugin {block.plugin!r}, building it,"):
+        check = f"diffstack check {kind}/{block.plugin} --registry {self.path}"
+        with contained(f"{where}: {kind} plugin {block.plugin!r}, building it,", hint=f"`{check}` runs its contract"):
             component = spec.build(config)
         missing = missing_members(component, kind)  # type: ignore[arg-type]
         if missing:

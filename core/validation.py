@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from reprlib import Repr
 from typing import Any, TypeVar
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import ConfigError
 from core.registry_schema import REF_TAGS
+from core.suggest import did_you_mean
 
 Path = tuple[str | int, ...]
 
@@ -33,14 +35,16 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
-def describe_errors(exc: ValidationError, prefix: Path = ()) -> list[str]:
-    """One line per error: `path -> field: message (got value)`."""
+def describe_errors(exc: ValidationError, prefix: Path = (), fields: Iterable[str] = ()) -> list[str]:
+    """One line per error: `path -> field: message (got value)`, with a "did you mean" among `fields` (the
+    model's own field names) for an unknown top-level key."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = tuple(part for part in error["loc"] if part not in REF_TAGS)
         where = path_text(prefix + loc) or "(top level)"
         got = "" if error["type"] == "missing" else f" (got {shown(error['input'])})"
-        lines.append(f"{where}: {error['msg']}{got}")
+        guess = did_you_mean(str(loc[0]), fields) if error["type"] == "extra_forbidden" and len(loc) == 1 else ""
+        lines.append(f"{where}: {error['msg']}{got}{guess}")
     return lines
 
 
@@ -52,7 +56,7 @@ def validate_config(model: type[Model], data: dict[str, Any], *, where: str) -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = describe_errors(exc)
+        problems = describe_errors(exc, fields=model.model_fields)
         raise ConfigError(
             f"invalid config for {where}:\n" + "\n".join(f"  - {p}" for p in problems),
             hint=f"fields of {model.__qualname__}: {', '.join(model.model_fields)}",

@@ -93,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} {problem}", hint="pass --overwrite, or choose another --out")
     registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
     _check_writable(out.parent if single_file else out)
+    if args.from_png and request["pipeline"] not in registry.pipeline_names:
+        made_with = read_recipe(Path(args.from_png)).get("registry")
+        raise InputError(
+            f"{args.from_png} was made with pipeline {request['pipeline']!r}, which {registry.path} does not have",
+            hint=f"pass --registry {made_with}"
+            if isinstance(made_with, str) and made_with
+            else "pass the --registry it was made with",
+        )
     pipe = registry.build(
         request.pop("pipeline") or registry.default_pipeline,
         device=args.device,
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                                                                  where="--max-images/--max-pixels"))  # fmt: skip
     init_image = _open_image(args.image) if args.image else None
     generation = pipe(request.pop("prompt"), **request, image=init_image, strength=args.strength)
-    recipe = _recipe(generation.settings)
+    recipe = {**_recipe(generation.settings), "registry": str(registry.path)}
     images = generation.images
     if grid:
         sheets = [(contact_sheet(images), {**recipe, "grid": True})]

@@ -1,7 +1,8 @@
 """Running a contract suite without pytest — what `diffstack check KIND/NAME` does.
 
 `run_contract(kind, make_component)` calls every check of `CONTRACTS[kind]` on a fresh component from
-`make_component()` and returns one `CheckResult` per check, in the suite's order. A check passes when it
+`make_component()` and returns one `CheckResult` per check, in the suite's order — or a single failed result,
+`builds`, when `make_component()` fails at all. A check passes when it
 returns, fails on `AssertionError` (the message says what was expected and found) or any other exception,
 and passes with a note when it does not apply (`NotApplicable`).
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core.containment import is_real_interrupt, summary
 from core.contracts.base import Contract, NotApplicable
 from core.contracts.dataset import DatasetContract
 from core.contracts.denoiser import DenoiserContract
@@ -31,6 +33,13 @@ CONTRACTS: dict[str, type[Contract]] = {
     "sampler": SamplerContract,
     "dataset": DatasetContract,
 }
+
+
+BUILDS_RULE = (
+    "The plugin's factory, called with an instance of its Config, returns the component: diffstack builds every "
+    "part as factory(config). A constructor taking keyword arguments needs to accept that config object too."
+)
+"""The rule of the one result `run_contract` gives when the component cannot be built at all."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,12 @@ def run_contract(
         contract = CONTRACTS[kind]
     if sys.flags.optimize:
         raise DiffstackError("contract checks are assert-based and python -O removes asserts", hint="run without -O")
+    try:
+        make_component()
+    except BaseException as exc:
+        if is_real_interrupt(exc):
+            raise
+        return [CheckResult("builds", False, f"building the component failed: {summary(exc)}", BUILDS_RULE)]
     suite = contract()
     return [_run_check(suite, name, make_component) for name in contract.check_names()]
 

@@ -168,8 +168,9 @@ class DiffusersScheduler:
     takes_generator: ClassVar[bool]  # whether the diffusers class's step() draws noise from a `generator`
 
     def __init__(self, config: BaseModel | dict[str, Any] | None = None, **overrides: Any) -> None:
-        """`config` (this class's Config, or a dict of its fields; None: diffusers' defaults), then `overrides`."""
-        given = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
+        """`config` (this class's Config, or a dict of its fields; None: diffusers' defaults), then `overrides`.
+        The config remembers which fields were given (`model_fields_set`): what a scheduler swap carries."""
+        given = config.model_dump(exclude_unset=True) if isinstance(config, BaseModel) else dict(config or {})
         self.config = validate_config(self.Config, given | overrides, where=f"scheduler {self.name!r}")
         self.scheduler = self.diffusers_class(**self.config.model_dump())
         self.warmup_timesteps = warmup_timesteps(self.diffusers_class.__name__, self.config)

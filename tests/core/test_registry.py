@@ -132,7 +132,8 @@ def test_slot_naming_a_component_of_another_kind(write_registry):
         "    scheduler: {plugin: part-scheduler, config: {eta: 0.5}}",
     )
     with pytest.raises(
-        RegistryError, match="pipelines -> first -> encoder: component 'den' is a denoiser, not a encoder"
+        RegistryError,
+        match="pipelines -> first -> encoder: component 'den' is a denoiser, not an encoder; encoder components: enc",
     ):
         core.load_registry(write_registry(text))
 
@@ -239,5 +240,6 @@ def test_inline_config_errors_in_pipelines_are_found(write_registry):
     with pytest.raises(RegistryError) as caught:
         core.load_registry(write_registry(text))
     assert caught.value.problems == [
-        "pipelines -> first -> scheduler -> config -> etta: Extra inputs are not permitted (got 0.5)"
+        "pipelines -> first -> scheduler -> config -> etta: Extra inputs are not permitted (got 0.5) "
+        "(did you mean 'eta'?)"
     ]

@@ -138,3 +138,15 @@ def test_two_files_extending_each_other_are_a_cycle(tmp_path):
     (tmp_path / "b.yaml").write_text("version: 1\nextends: a.yaml\n")
     with pytest.raises(RegistryError, match=r"a.yaml -> .*b.yaml -> .*a.yaml"):
         core.load_registry(tmp_path / "a.yaml")
+
+
+def test_a_problem_in_an_inherited_entry_names_the_file_it_is_in(base, tmp_path):
+    base_file, _ = base
+    broken = base_file.with_name("broken.yaml")
+    broken.write_text(base_file.read_text().replace("plugin: part-encoder", "plugin: part-encodr"))
+    path = write(tmp_path, f"version: 1\nextends: {broken}\n")
+    with pytest.raises(RegistryError) as caught:
+        core.load_registry(path)
+    [problem] = caught.value.problems
+    assert problem.startswith("components -> enc -> plugin: no encoder plugin named 'part-encodr'")
+    assert problem.endswith(f"(in {broken}, inherited through extends:)")

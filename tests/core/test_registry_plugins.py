@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import core
 from core.cli import main
 from core.registry import bundled_registry_path
 
@@ -80,3 +81,14 @@ def test_list_and_check_see_registry_plugins(tmp_path, capsys, clean_modules):
     assert main(["check", "scheduler/fine", "--registry", str(registry)]) == 0
     assert "17 passed, 0 failed" in capsys.readouterr().out
     assert main(["check", "scheduler/fine"]) == 2
+
+
+def test_a_misspelled_plugins_module_says_where_it_looked_and_what_is_there(tmp_path):
+    (tmp_path / "my_rules.py").write_text("")
+    path = tmp_path / "registry.yaml"
+    path.write_text("version: 1\nplugins: [my_rule]\ncomponents:\n  s: {kind: scheduler, plugin: mine}\n")
+    with pytest.raises(core.RegistryError) as caught:
+        core.load_registry(path)
+    first, second = caught.value.problems
+    assert f"(no {tmp_path / 'my_rule.py'}, so it was imported by name) (did you mean 'my_rules'?)" in first
+    assert second.endswith("the `plugins:` module 'my_rule' that failed above may provide it")

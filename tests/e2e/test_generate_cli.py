@@ -52,6 +52,7 @@ def test_png_carries_its_recipe_and_from_png_recreates_it(tiny_registry, tmp_pat
         "batch_size": 2,
         "batch_index": 1,
         "diffstack_version": "-",
+        "registry": str(tiny_registry),
     }
     again = tmp_path / "again"
     assert generate(tiny_registry, "--from-png", str(out / "a-red-circle-4.png"), "--out", str(again)) == 0

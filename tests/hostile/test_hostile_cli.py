@@ -117,3 +117,10 @@ def test_sigterm_leaves_no_temp_file(tmp_path):
     assert process.returncode == 143, err
     assert err.strip().endswith("terminated")
     assert not out.exists() or not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_from_png_of_another_registrys_pipeline_names_that_registry(tmp_path, capsys):
+    png = png_with_recipe(tmp_path / "in.png", {**GOOD, "pipeline": "mine", "registry": "/home/me/mine.yaml"})
+    assert main(["generate", "--from-png", str(png), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "was made with pipeline 'mine', which" in err and "fix: pass --registry /home/me/mine.yaml" in err

@@ -152,3 +152,16 @@ def test_a_real_ctrl_c_still_interrupts_and_a_raised_one_is_the_plugins():
             time.sleep(5)  # interrupted at once
     with pytest.raises(KeyboardInterrupt), contained("plugin x"):  # nobody tracks: never second-guessed
         raise KeyboardInterrupt
+
+
+def test_a_pydantic_error_from_plugin_code_shows_its_fields():
+    from pydantic import BaseModel
+
+    class Config(BaseModel):
+        steps: int
+
+    with pytest.raises(PluginError) as caught, contained("plugin x"):
+        Config(steps="many")
+    assert str(caught.value).startswith(
+        "plugin x raised ValidationError of Config: steps: Input should be a valid integer, unable to parse string"
+    )

@@ -258,3 +258,17 @@ def test_readme_lists_every_adapted_and_excluded_class() -> None:
     assert adapted == {plugin_name(name): name for name in ADAPTED}
     excluded = re.findall(r"^- `(\w+Scheduler)`: ", text, re.MULTILINE)
     assert sorted(excluded) == sorted(EXCLUDED)
+
+
+def test_a_swap_from_an_adapted_scheduler_carries_only_what_the_pipeline_declared() -> None:
+    """The adapter keeps its config's given fields as given, so `--scheduler euler` from a `diffusers-unipc`
+    pipeline carries the declared schedule and notes nothing about unipc's own defaults."""
+    from core.scheduler_swap import carried_config
+    from plugins import euler
+
+    declared = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    unipc = ADAPTERS["diffusers-unipc"](ADAPTERS["diffusers-unipc"].Config(**declared))
+    rebuilt = type(unipc)(unipc.config)
+    assert unipc.config.model_fields_set == rebuilt.config.model_fields_set == set(declared)
+    config, note = carried_config(euler.Config, rebuilt.config.model_dump(exclude_unset=True), rule="euler")
+    assert note is None and config.model_fields_set == set(declared)
