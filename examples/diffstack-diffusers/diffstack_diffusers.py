@@ -154,6 +154,12 @@ def warmup_timesteps(class_name: str, config: Any) -> int:
     return 1 if config.skip_prk_steps else 3 * PNDM_ORDER - 3
 
 
+def fewest_steps(class_name: str, config: Any) -> int:
+    """The fewest steps diffusers class `class_name` can set up: 1, except PNDM with its Runge-Kutta warm-up,
+    whose `set_timesteps` fails (a numpy broadcast error) below `PNDM_ORDER` steps."""
+    return PNDM_ORDER if class_name == "PNDMScheduler" and not config.skip_prk_steps else 1
+
+
 class DiffusersScheduler:
     """A diffstack scheduler delegating to `self.scheduler`, an instance of `diffusers_class` built from `config`.
 
@@ -189,6 +195,12 @@ class DiffusersScheduler:
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> None:
         """Fill `timesteps` for a run of `num_inference_steps` (an int in [1, num_train_timesteps]) on `device`."""
         steps = check_num_steps(num_inference_steps, self.config.num_train_timesteps)  # type: ignore[attr-defined]
+        fewest = fewest_steps(self.diffusers_class.__name__, self.config)
+        if steps < fewest:
+            raise InputError(
+                f"scheduler {self.name!r} with this config needs at least {fewest} steps, got {steps}",
+                hint="use more steps, or set skip_prk_steps: true (Stable Diffusion's PNDM setting)",
+            )
         self.scheduler.set_timesteps(steps, device=device)
         self._timesteps_set = True
 

@@ -202,9 +202,10 @@ def test_runs_fed_the_true_noise_miss_x0_by(class_name: str, overrides: dict[str
 
 
 def test_pndm_with_prk_steps_needs_4_steps() -> None:
-    """diffusers' default PNDM (Runge-Kutta warm-up) fails below 4 steps, hence `EXAMPLE_CONFIGS`."""
+    """diffusers' default PNDM (Runge-Kutta warm-up) fails below 4 steps, hence `EXAMPLE_CONFIGS` and the
+    adapter's `fewest_steps`."""
     with pytest.raises(ValueError, match="broadcast"):
-        ADAPTERS["diffusers-pndm"]().set_timesteps(3)
+        diffusers.PNDMScheduler().set_timesteps(3)
 
 
 @pytest.mark.parametrize("class_name, members", sorted(MISSING.items()))
@@ -272,3 +273,15 @@ def test_a_swap_from_an_adapted_scheduler_carries_only_what_the_pipeline_declare
     assert unipc.config.model_fields_set == rebuilt.config.model_fields_set == set(declared)
     config, note = carried_config(euler.Config, rebuilt.config.model_dump(exclude_unset=True), rule="euler")
     assert note is None and config.model_fields_set == set(declared)
+
+
+def test_default_pndm_below_four_steps_says_what_to_do() -> None:
+    """diffusers' own PNDM (Runge-Kutta warm-up) fails below 4 steps with a numpy broadcast error; the adapter
+    says so first, naming the setting that lifts the limit."""
+    from core import InputError
+
+    pndm = ADAPTERS["diffusers-pndm"]()
+    with pytest.raises(InputError, match=r"needs at least 4 steps, got 3.*\n.*skip_prk_steps: true"):
+        pndm.set_timesteps(3)
+    pndm.set_timesteps(4)
+    ADAPTERS["diffusers-pndm"](skip_prk_steps=True).set_timesteps(1)
