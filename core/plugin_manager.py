@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from core.interfaces import KINDS
 from core.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "diffstack"
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""A `plugins:` entry: a dotted module name, so a file can come only from the registry's own folder."""
 Source = Literal["builtin", "entry-point", "registry", "manual"]
 
 
@@ -153,6 +156,11 @@ class PluginManager:
 
     def load_module(self, name: str, *, base_dir: Path | None = None) -> None:
         """Register a module named in a registry file: `name.py` next to the registry, or an importable name."""
+        if not MODULE_NAME.fullmatch(name):
+            raise PluginError(
+                f"plugins: {name!r} is not a module name",
+                hint="name a module (`my_rules`, `pkg.rules`): `my_rules.py` next to the registry file, or installed",
+            )
         info = PluginInfo(name, name, "registry")
         if info.name in self._info:
             return

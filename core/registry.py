@@ -23,7 +23,7 @@ from core import weights
 from core.bounded_yaml import load_bounded
 from core.containment import contained
 from core.devices import placement_dtype, resolve_device, resolve_dtype
-from core.errors import DiffstackError, PluginError, RegistryError, WeightsError
+from core.errors import DiffstackError, InputError, PluginError, RegistryError, WeightsError
 from core.interfaces import INTERFACES, MODEL_KINDS, PIPELINE_KINDS, missing_members
 from core.performance import OPTIMISED_KINDS, Performance, optimise_part
 from core.pipeline import Pipeline
@@ -491,7 +491,8 @@ class Registry:
     def check_parts(self) -> list[str]:
         """Build every declared part once, with its declared config and no weights (model parts on the meta
         device, so nothing is allocated), and return one problem line per part that fails to build or lacks
-        part of its interface."""
+        part of its interface; then, per pipeline whose parts all built, one line if they do not fit together or
+        its `defaults` break a rule a call would be held to (`Pipeline.settings`)."""
         blocks: list[tuple[str, InlineComponent, str]] = [
             (decl.kind, decl, f"component {name!r}") for name, decl in self._components.items()
         ]
@@ -500,18 +501,40 @@ class Registry:
                 ref = getattr(pipeline, slot)
                 if isinstance(ref, InlineComponent):
                     blocks.append((slot, ref, f"pipeline {name!r} -> {slot}"))
-        problems = []
+        problems, built = [], {}
         for kind, block, where in blocks:
             config = self.plugin_manager.get(kind, block.plugin).spec.config.model_validate(block.config)
             try:
                 if kind in MODEL_KINDS:
                     with torch.device("meta"), weights.SkipInitOnMeta():
-                        self._build_checked(kind, block, config, where)
+                        built[where] = self._build_checked(kind, block, config, where)
                 else:
-                    self._build_checked(kind, block, config, where)
+                    built[where] = self._build_checked(kind, block, config, where)
             except DiffstackError as exc:
                 problems.append(exc.message)
+        for name, pipeline in self._pipelines.items():
+            refs = {slot: getattr(pipeline, slot) for slot in PIPELINE_KINDS}
+            wheres = {
+                s: f"component {r!r}" if isinstance(r, str) else f"pipeline {name!r} -> {s}" for s, r in refs.items()
+            }
+            if all(where in built for where in wheres.values()):
+                problems.extend(self._check_pipeline(name, {slot: built[where] for slot, where in wheres.items()}))
         return problems
+
+    def _check_pipeline(self, name: str, parts: dict[str, Any]) -> list[str]:
+        """Problems of pipeline `name` built from `parts` (on the meta device): parts that do not fit, or
+        `defaults` that a call relying on them would be refused for."""
+        decl = self.pipeline_declaration(name)
+        try:
+            pipe = Pipeline(
+                name, **parts, device=torch.device("meta"), dtype=torch.float32, defaults=decl.defaults,
+                limits=decl.limits, plugin_manager=self.plugin_manager,
+                plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
+            )  # fmt: skip
+            pipe.settings("")
+        except DiffstackError as exc:
+            return [f"pipeline {name!r}: {exc.message}" if isinstance(exc, InputError) else exc.message]
+        return []
 
     def _build_checked(self, kind: str, block: InlineComponent, config: Any, where: str) -> Any:
         """`block`'s plugin built with `config`; PluginError when its factory raises or returns something that

@@ -1,5 +1,6 @@
 """`diffstack validate [FILE]`: check a registry file and list every problem, then build each declared part
-once without weights (model parts on the meta device) to check that its plugin returns what its interface asks."""
+once without weights (model parts on the meta device) to check that its plugin returns what its interface asks,
+and check each pipeline's parts fit and its `defaults` pass the rules a call is held to."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         count = len(problems)
         raise RegistryError(
-            f"{registry.path}: {count} part{'s' if count > 1 else ''} cannot be built",
+            f"{registry.path}: {count} problem{'s' if count > 1 else ''} found building the parts",
             problems,
-            hint="fix the plugins or configs named above",
+            hint="fix the plugins, configs or defaults named above",
         )
     print(
         f"ok: {registry.path} — {len(registry.component_names)} components, "

@@ -3,6 +3,7 @@ and nothing written (issue 17, "bounded parsing")."""
 
 from __future__ import annotations
 
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -83,3 +84,26 @@ def test_a_registry_with_a_few_aliases_still_loads(tmp_path):
     )
     with pytest.raises(RegistryError, match=r"x-schedule: Extra inputs are not permitted"):
         core.load_registry(path)  # the alias resolves; only the unknown top-level key is a problem
+
+
+@pytest.mark.parametrize("module", ["../outside", "/tmp/evil", "sub/dir", "-rf"])
+def test_a_plugins_entry_is_a_module_name_not_a_path(tmp_path, module):
+    (tmp_path / "outside.py").write_text("raise SystemExit('imported from outside the registry folder')")
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    path = folder / "registry.yaml"
+    path.write_text(f"version: 1\nplugins: [{module!r}]\n")
+    with pytest.raises(RegistryError, match=rf"plugins -> 0: plugins: '{re.escape(module)}' is not a module name"):
+        core.load_registry(path)
+
+
+def test_validate_holds_defaults_to_the_rules_a_call_is_held_to(tmp_path, capsys):
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "version: 1\nextends: bundled\npipelines:\n  odd:\n    encoder: shapes-vae\n    denoiser: shapes-unet\n"
+        "    text: shapes-clip\n    scheduler: {plugin: ddim}\n    sampler: {plugin: cfg}\n"
+        "    defaults: {height: 60, width: 64, steps: 20}\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pipeline 'odd': height 60 is not a positive multiple of 8 (the encoder's downsample factor)" in err
