@@ -19,7 +19,7 @@ def pixels(image) -> np.ndarray:
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler-ancestral", "ddpm"])
-def test_image_i_of_a_batch_equals_a_single_run_with_seed_plus_i(tiny_pipeline, scheduler):
+def test_image_i_of_a_batch_matches_a_single_run_with_seed_plus_i_to_one_level(tiny_pipeline, scheduler):
     """Same noise, same result; CPU kernels pick batch-size-dependent blockings, so floats agree to ~1e-5
     (not bitwise) and 8-bit pixels to one level at most."""
     batch = tiny_pipeline("a red circle", seed=5, num_images=3, scheduler=scheduler).pixels
