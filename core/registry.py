@@ -521,6 +521,47 @@ class Registry:
                 problems.extend(self._check_pipeline(name, {slot: built[where] for slot, where in wheres.items()}))
         return problems
 
+    def check_weights(self) -> tuple[list[str], list[str]]:
+        """Open every declared checkpoint's header and check its names and shapes against the architecture it
+        states, built on the meta device: no tensor data is read. → (problem lines, skipped parts: weights
+        paths with an unset `${VAR}`)."""
+        refs: dict[tuple[str, WeightsRef], tuple[str, InlineComponent]] = {}
+        for name, decl in self._components.items():
+            if decl.kind in MODEL_KINDS and decl.weights is not None:
+                refs[(f"component {name!r}", decl.weights)] = (decl.kind, decl)
+        for name, pipeline in self._pipelines.items():
+            for slot in MODEL_KINDS:
+                ref, block = getattr(pipeline, slot), self.block(name, slot)
+                chosen = block.weights or pipeline.weights
+                where = f"component {ref!r}" if isinstance(ref, str) else f"pipeline {name!r} -> {slot}"
+                if chosen is not None:
+                    refs[(where, chosen)] = (slot, block)
+        problems, skipped = [], []
+        for (where, weights_ref), (kind, block) in refs.items():
+            unset = [name for name in VARIABLE.findall(weights_ref.path) if not os.environ.get(name)]
+            if unset:
+                skipped.append(f"{where}: ${{{unset[0]}}} is not set")
+                continue
+            try:
+                self._check_weights_of(kind, block, weights_ref, where)
+            except DiffstackError as exc:
+                problems.append(exc.message)
+        return problems, skipped
+
+    def _check_weights_of(self, kind: str, block: InlineComponent, weights_ref: WeightsRef, where: str) -> None:
+        """WeightsError unless the checkpoint at `weights_ref` fits `block`'s part exactly (names and shapes)."""
+        path = self._resolve_path(weights_ref.path, where)
+        state, architecture = self._read_weights(path, kind, weights_ref.format)
+        spec = self.plugin_manager.get(kind, block.plugin).spec
+        config = validate_config(
+            spec.config, {**architecture, **block.config}, where=f"{where} ({kind} {block.plugin!r})"
+        )
+        with torch.device("meta"), weights.SkipInitOnMeta():
+            module = self._build_checked(kind, block, config, where)
+        if not isinstance(module, torch.nn.Module):
+            raise WeightsError(f"{where}: {kind} plugin {block.plugin!r} has no parameters to load weights into")
+        weights.check_fit(module, state, component=where, source=str(path))
+
     def _check_pipeline(self, name: str, parts: dict[str, Any]) -> list[str]:
         """Problems of pipeline `name` built from `parts` (on the meta device): parts that do not fit, or
         `defaults` that a call relying on them would be refused for."""

@@ -119,9 +119,12 @@ def _read(config_or_path: dict[str, Any] | str | Path) -> tuple[dict[str, Any], 
     for candidate in (path, path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text()), str(candidate)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{candidate}: not a readable JSON file: {exc}") from None
+                config = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as exc:
+                raise ConfigError(f"{candidate}: not a readable JSON file: {str(exc)[:200]}") from None
+            if not isinstance(config, dict):
+                raise ConfigError(f"{candidate}: holds a JSON {type(config).__name__}, not an object")
+            return config, str(candidate)
     raise ConfigError(
         f"{path}: no {CONFIG_NAME} found",
         hint=f"pass the file, the folder holding it, or a diffusers model folder with scheduler/{CONFIG_NAME}",

@@ -86,12 +86,17 @@ def read_folder(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]], di
         if (folder / name).is_file():
             try:
                 entries = json.loads((folder / name).read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise WeightsError(f"{folder / name}: not valid JSON ({exc})") from None
+            except (ValueError, RecursionError) as exc:
+                raise WeightsError(f"{folder / name}: not valid JSON ({str(exc)[:200]})") from None
+            if not isinstance(entries, dict):
+                raise WeightsError(f"{folder / name}: holds a JSON {type(entries).__name__}, not an object")
             for role in ("bos", "eos", "pad"):
                 entry = entries.get(f"{role}_token")
-                if entry is not None:  # a string, or an AddedToken dict {"content": ..., ...}
-                    specials[role] = entry["content"] if isinstance(entry, dict) else entry
+                token = entry.get("content") if isinstance(entry, dict) else entry  # a string, or an AddedToken dict
+                if entry is not None and not isinstance(token, str):
+                    raise WeightsError(f"{folder / name}: {role}_token must be a string or {{content: string}}")
+                if token is not None:
+                    specials[role] = token
     return vocab, merges, specials
 
 

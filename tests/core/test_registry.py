@@ -243,3 +243,22 @@ def test_inline_config_errors_in_pipelines_are_found(write_registry):
         "pipelines -> first -> scheduler -> config -> etta: Extra inputs are not permitted (got 0.5) "
         "(did you mean 'eta'?)"
     ]
+
+
+def test_validate_deep_checks_names_and_shapes_without_reading_tensor_data(
+    write_registry, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "weights").mkdir()
+    text = GOOD.replace(
+        "den: {kind: denoiser, plugin: part-denoiser, config: {context_dim: 8}}",
+        "den: {kind: denoiser, plugin: part-denoiser, weights: weights/den.safetensors}",
+    )
+    path = write_registry(text)
+    monkeypatch.setattr(core.weights.CheckpointState, "__getitem__", lambda *a: pytest.fail("tensor data was read"))
+    for out_features, expected in ((4, 0), (5, 2)):
+        state = {f"proj.{k}": v for k, v in torch.nn.Linear(4, out_features).state_dict().items()}
+        core.weights.save_state_dict(state, tmp_path / "weights/den.safetensors")
+        assert main(["validate", str(path)]) == 0  # without --deep no checkpoint is opened
+        assert main(["validate", "--deep", str(path)]) == expected
+    err = capsys.readouterr().err
+    assert "component 'den': checkpoint" in err and "proj.weight: checkpoint (5, 4) vs model (4, 4)" in err
