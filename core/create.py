@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.containment import contained
 from core.interfaces import KINDS
 from core.plugin_manager import PluginManager
 from core.validation import validate_config
@@ -13,11 +14,14 @@ def create(kind: str, name: str, /, *, plugin_manager: PluginManager | None = No
     """Build component `kind/name` from its plugin's Config defaults overridden by `config`.
 
     Example: `core.create("scheduler", "ddim", eta=0.5)`. Raises PluginError for an unknown kind or name
-    (with "did you mean") and ConfigError naming every invalid field.
+    (with "did you mean"), ConfigError naming every invalid field, and PluginError when the plugin's factory
+    fails (whatever it raises, `core.containment`).
     """
     manager = plugin_manager if plugin_manager is not None else PluginManager.discover()
-    spec = manager.get(kind, name).spec
-    return spec.build(validate_config(spec.config, config, where=f"{kind} {name!r}"))
+    record = manager.get(kind, name)
+    validated = validate_config(record.spec.config, config, where=f"{kind} {name!r}")
+    with contained(f"{record.plugin.provider}, building {kind} {name!r},"):
+        return record.spec.build(validated)
 
 
 def available_plugins(plugin_manager: PluginManager | None = None) -> dict[str, list[str]]:

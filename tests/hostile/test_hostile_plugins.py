@@ -165,3 +165,12 @@ def test_a_pydantic_error_from_plugin_code_shows_its_fields():
     assert str(caught.value).startswith(
         "plugin x raised ValidationError of Config: steps: Input should be a valid integer, unable to parse string"
     )
+
+
+def test_core_create_contains_a_factory_that_exits(install_distribution):
+    install_distribution(
+        "quitter", "0.1", entry_points={"quitter": "quitter_mod"}, modules={"quitter_mod": EXITS_IN_FACTORY}
+    )
+    with pytest.raises(PluginError, match=r"plugin 'quitter' \(module quitter_mod, package quitter 0.1\), building "
+                                          r"sampler 'quitter', raised SystemExit: sys.exit\(0\)"):  # fmt: skip
+        core.create("sampler", "quitter")
