@@ -1,7 +1,8 @@
 """`PluginManager`: discovers plugins, guards their loading, and owns the table of components.
 
-Discovery order: built-ins (`plugins.BUILTIN_MODULES`), then installed distributions' entry points in
-the `diffstack` group, then modules named under `plugins:` in a registry file. Each entry point loads
+Discovery order: built-ins (the `diffstack` distribution's own entry points in the `diffstack` group: core
+never imports the `plugins` package), then other installed distributions' entry points in that group, then
+modules named under `plugins:` in a registry file. Each entry point loads
 under its own guard: a broken one is recorded in `problems` (name, distribution, version, exception) and
 skipped, unless `strict=True`, which makes it fatal. All state lives in the instance.
 """
@@ -129,19 +130,26 @@ class PluginManager:
         self._table = None
 
     def load_builtins(self) -> None:
-        """Register the plugins shipped in the `plugins` package."""
-        from plugins import BUILTIN_MODULES
-
-        for module_name in BUILTIN_MODULES:
-            module = importlib.import_module(module_name)
-            self.register(module, PluginInfo(module_name.rsplit(".", 1)[-1], module_name, "builtin"))
+        """Register the plugins diffstack ships: the entry points of its own distribution, found like anyone's.
+        A failure here is diffstack's own bug, so it is not guarded."""
+        own = [
+            ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if _distribution(ep) == "diffstack"
+        ]
+        if not own:
+            raise PluginError(
+                "diffstack's built-in plugins are not registered: this diffstack is not installed",
+                hint='install it (`pip install -e ".[test]"` in a checkout), which records its entry points',
+            )
+        for entry_point in own:
+            self.register(entry_point.load(), PluginInfo(entry_point.name, entry_point.value, "builtin"))
 
     def load_entry_points(self) -> None:
         """Register every installed `diffstack` entry point, each under its own guard."""
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = entry_point.dist
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
+            dist_name = _distribution(entry_point)
+            if dist_name == "diffstack":
+                continue  # the built-ins, registered first
+            version = entry_point.dist.version if entry_point.dist is not None else None
             info = PluginInfo(entry_point.name, entry_point.value, "entry-point", dist_name, version)
             if info.name in self._info and self._info[info.name].module == info.module:
                 continue
@@ -269,6 +277,11 @@ class PluginManager:
         if problem not in self.problems:
             self.problems.append(problem)
             warnings.warn(str(problem), PluginWarning, stacklevel=2)
+
+
+def _distribution(entry_point: importlib.metadata.EntryPoint) -> str | None:
+    """The name of the distribution that declares `entry_point`, if known."""
+    return entry_point.dist.metadata["Name"] if entry_point.dist is not None else None
 
 
 def _import_file(name: str, path: Path) -> ModuleType:

@@ -45,6 +45,7 @@ def test_wheel_carries_package_data_and_entry_points(wheel: Path):
     entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert "diffstack = core.cli:main" in entry_points
     assert "[pytest11]" in entry_points and "core.contracts.pytest_plugin" in entry_points
+    assert "[diffstack]" in entry_points and "ddim = plugins.ddim" in entry_points  # the built-ins
 
 
 @pytest.mark.slow
