@@ -29,3 +29,14 @@ def test_a_stale_temp_file_from_a_killed_run_is_ignored(tmp_path, capsys):
     stale.write_bytes(b"half a png")
     assert main(["generate", "a red circle", "--steps", "1", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [stale.name, "a-red-circle-0.png"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`diffstack check … --verbose | head -1`: exit 141 (SIGPIPE's code), no traceback."""
+    import subprocess
+    import sys
+
+    cli = "import sys; from core.cli import main; sys.exit(main())"
+    command = f"{sys.executable} -c '{cli}' check scheduler/ddim --verbose | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr
