@@ -11,6 +11,7 @@ Public surface (docs/architecture.md)::
 from importlib.metadata import PackageNotFoundError, version
 
 from core import schedules
+from core.checkpoint_layout import CheckpointLayout
 from core.component_spec import ComponentSpec
 from core.create import available_plugins, create
 from core.discrete_scheduler import SigmaScheduler, VPScheduler
@@ -52,6 +53,7 @@ except PackageNotFoundError:
 
 __all__ = [
     "KINDS",
+    "CheckpointLayout",
     "ComponentSpec",
     "ConfigError",
     "Dataset",

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.checkpoint_layout import CheckpointLayout
 from core.errors import PluginError
 from core.interfaces import KINDS, Kind
 
@@ -24,7 +25,9 @@ class ComponentSpec:
     config: a pydantic model with `extra="forbid"`, the single source of defaults and choices;
     example_config: a small valid config (a dict) that `diffstack check` and the contract suites build,
     so checking a big model never instantiates its full-size default;
-    description: one line for `diffstack list components`.
+    description: one line for `diffstack list components`;
+    checkpoint_layout: for a model part, how its weights are laid out in diffusers folders and original
+    single-file checkpoints (`core.CheckpointLayout`); None: it loads native diffstack .safetensors files only.
     """
 
     kind: Kind
@@ -33,6 +36,7 @@ class ComponentSpec:
     config: type[BaseModel]
     example_config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    checkpoint_layout: CheckpointLayout | None = None
 
     def __post_init__(self) -> None:
         where = f"component {self.kind}/{self.name}"
@@ -47,6 +51,11 @@ class ComponentSpec:
             raise PluginError(f"{where}: factory {self.factory!r} is not callable")
         if not (isinstance(self.config, type) and issubclass(self.config, BaseModel)):
             raise PluginError(f"{where}: config must be a pydantic BaseModel class, got {self.config!r}")
+        if self.checkpoint_layout is not None and not isinstance(self.checkpoint_layout, CheckpointLayout):
+            raise PluginError(
+                f"{where}: checkpoint_layout must be a core.CheckpointLayout, "
+                f"got {type(self.checkpoint_layout).__name__}"
+            )
         if self.config.model_config.get("extra") != "forbid":
             raise PluginError(
                 f"{where}: config model {self.config.__qualname__} accepts unknown keys",

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from core import weights
 from core.bounded_yaml import load_bounded
+from core.component_spec import ComponentSpec
 from core.containment import contained
 from core.devices import placement_dtype, resolve_device, resolve_dtype
 from core.errors import DiffstackError, InputError, PluginError, RegistryError, WeightsError
@@ -466,7 +467,7 @@ class Registry:
         if weights_ref is not None:
             path = self._resolve_path(weights_ref.path, where)
             source = str(path)
-            state, architecture = self._read_weights(path, kind, weights_ref.format)
+            state, architecture = self._read_weights(path, spec, weights_ref.format)
         merged = {**architecture, **block.config}
         config = validate_config(spec.config, merged, where=f"{where} ({kind} {block.plugin!r})")
 
@@ -551,8 +552,8 @@ class Registry:
     def _check_weights_of(self, kind: str, block: InlineComponent, weights_ref: WeightsRef, where: str) -> None:
         """WeightsError unless the checkpoint at `weights_ref` fits `block`'s part exactly (names and shapes)."""
         path = self._resolve_path(weights_ref.path, where)
-        state, architecture = self._read_weights(path, kind, weights_ref.format)
         spec = self.plugin_manager.get(kind, block.plugin).spec
+        state, architecture = self._read_weights(path, spec, weights_ref.format)
         config = validate_config(
             spec.config, {**architecture, **block.config}, where=f"{where} ({kind} {block.plugin!r})"
         )
@@ -613,9 +614,13 @@ class Registry:
             )
         return path
 
-    def _read_weights(self, path: Path, kind: str, fmt: str) -> tuple[weights.CheckpointState, dict[str, Any]]:
-        for state in self.plugin_manager.call_each("diffstack_load_weights", path=path, kind=kind, format=fmt):
+    def _read_weights(
+        self, path: Path, spec: ComponentSpec, fmt: str
+    ) -> tuple[weights.CheckpointState, dict[str, Any]]:
+        """The checkpoint at `path` for a part built by `spec`'s plugin: from the first `diffstack_load_weights`
+        hook that reads it, else `core.weights` in the layout the plugin declares (`spec.checkpoint_layout`)."""
+        for state in self.plugin_manager.call_each("diffstack_load_weights", path=path, kind=spec.kind, format=fmt):
             if state is not None:
                 return state, {}
-        state, architecture = weights.read_component_weights(path, kind, fmt)
+        state, architecture = weights.read_component_weights(path, spec, fmt)
         return state, architecture or {}

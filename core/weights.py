@@ -1,18 +1,20 @@
-"""Checkpoint loading: safetensors only, memory-mapped, strict, in three layouts.
+"""Checkpoint loading: safetensors only, memory-mapped, strict, in three formats.
 
 Formats (`detect_format` picks one for `format: auto`):
-- `native`: one `.safetensors` file whose keys are the component's own parameter names.
-- `diffusers`: a folder with `model_index.json` and `unet/`, `vae/`, `text_encoder/` (+ `tokenizer/`,
-  `scheduler/`) subfolders — or one such subfolder. Each holds `config.json` (the architecture, in the same
-  key names as our plugin Configs) and `diffusion_pytorch_model.safetensors` / `model.safetensors` (also
-  `*.fp16.safetensors` variants and sharded `*.safetensors.index.json`). Keys are already ours.
-- `sd1-single-file`: the original CompVis/LDM checkpoint of Stable Diffusion 1.x in one file, with
-  `model.diffusion_model.*` (U-Net), `first_stage_model.*` (VAE) and `cond_stage_model.transformer.*`
-  (CLIP text model) keys; they are renamed here, and the VAE's 1×1-conv attention projections are read as
-  Linear weights. The architecture is read from the tensor shapes where they tell it (channels, levels,
-  layers, attention placement, context width); the rest is SD 1.x's.
+- `native`: one `.safetensors` file whose keys are the component's own parameter names; it may state the
+  architecture in its `config` metadata. Any model plugin's part loads from one.
+- `diffusers`: a folder with `model_index.json` and one subfolder per part (+ `tokenizer/`, `scheduler/`) — or
+  one such subfolder. Each holds `config.json` (the architecture) and `<stem>.safetensors` (also
+  `<stem>.<variant>.safetensors` and a sharded `<stem>.safetensors.index.json`).
+- `sd1-single-file`: an original checkpoint holding several parts in one file, each part's keys under its own
+  prefix; the architecture is read from the tensor shapes.
 
-`read_component_weights(path, kind)` returns a lazy `CheckpointState` plus the architecture found (or None):
+What is model-specific in the last two — the subfolder and file stem, the class names and config keys, the key
+prefix, how tensors are renamed and which shapes tell the architecture — is the plugin's: its `ComponentSpec`
+carries a `core.CheckpointLayout`, and a plugin without one loads native files only. This module does the
+generic part for every layout.
+
+`read_component_weights(path, spec)` returns a lazy `CheckpointState` plus the architecture found (or None):
 tensors stay in the memory-mapped file until `load_into` reads them one at a time, after checking every key
 and shape, so nothing is half-loaded and no second full copy is made. `build_with_weights` builds the module
 on the meta device first, so a random initialisation is never allocated either. Pickle checkpoints are
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
+from core.checkpoint_layout import ANY_VALUE, CheckpointLayout, Unreadable
+from core.component_spec import ComponentSpec
 from core.devices import placement_dtype
 from core.errors import WeightsError
 from core.interfaces import MODEL_KINDS
@@ -76,76 +79,6 @@ INTEGER_DTYPES = {
     "I64": torch.int64,
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in {**FLOAT_DTYPES, **INTEGER_DTYPES}.items()}
-
-DIFFUSERS_SUBFOLDER = {"encoder": "vae", "denoiser": "unet", "text": "text_encoder"}
-DIFFUSERS_WEIGHTS_STEM = {"encoder": "diffusion_pytorch_model", "denoiser": "diffusion_pytorch_model", "text": "model"}
-DIFFUSERS_CLASS = {"encoder": "AutoencoderKL", "denoiser": "UNet2DConditionModel", "text": "CLIPTextModel"}
-SINGLE_FILE_PREFIX = {
-    "encoder": "first_stage_model.",
-    "denoiser": "model.diffusion_model.",
-    "text": "cond_stage_model.transformer.",
-}
-
-_ANY = object()
-# Config keys of diffusers / transformers that our Configs leave out, with the value that means "feature off".
-# A key set to another value is a feature the plugin lacks → WeightsError. `_ANY`: dropped whatever the value
-# (metadata, or training-only settings). None values are dropped everywhere (diffusers' "not set").
-_LEFT_OUT: dict[str, dict[str, Any]] = {
-    "denoiser": {
-        "center_input_sample": False,
-        "only_cross_attention": False,
-        "downsample_padding": 1,
-        "mid_block_scale_factor": 1,
-        "act_fn": "silu",
-        "dual_cross_attention": False,
-        "resnet_time_scale_shift": "default",
-        "resnet_skip_time_act": False,
-        "resnet_out_scale_factor": 1,
-        "time_embedding_type": "positional",
-        "conv_in_kernel": 3,
-        "conv_out_kernel": 3,
-        "attention_type": "default",
-        "class_embeddings_concat": False,
-        "addition_embed_type_num_heads": _ANY,
-        "encoder_hid_dim_type": None,
-        "class_embed_type": None,
-        "addition_embed_type": None,
-        "num_class_embeds": None,
-        "encoder_hid_dim": None,
-        "time_cond_proj_dim": None,
-        "time_embedding_dim": None,
-        "num_attention_heads": None,
-        "addition_time_embed_dim": None,
-        "projection_class_embeddings_input_dim": None,
-        "timestep_post_act": None,
-        "time_embedding_act_fn": None,
-        "cross_attention_norm": None,
-        "mid_block_only_cross_attention": None,
-        "reverse_transformer_layers_per_block": None,
-    },
-    "encoder": {"act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None},
-    "text": {
-        key: _ANY
-        for key in (
-            "architectures",
-            "model_type",
-            "transformers_version",
-            "torch_dtype",
-            "dtype",
-            "attention_dropout",
-            "dropout",
-            "initializer_factor",
-            "initializer_range",
-            "bos_token_id",
-            "eos_token_id",
-            "pad_token_id",
-            "projection_dim",
-            "output_attentions",
-            "output_hidden_states",
-            "use_return_dict",
-        )
-    },
-}
 
 
 def shown_text(text: str) -> str:
@@ -526,15 +459,17 @@ def build_with_weights(
 # ─── format detection and the three readers ──────────────────────────────────────────────────────────────
 
 
-def detect_format(path: str | Path) -> Format:
-    """`diffusers` for a folder with model_index.json or a component config.json; for a file,
-    `sd1-single-file` when its keys carry the LDM prefixes, else `native`."""
+def detect_format(path: str | Path, layout: CheckpointLayout | None = None) -> Format:
+    """`diffusers` for a folder with model_index.json or a component config.json (or, given a `layout`, with
+    the part's subfolder holding one); for a file, `sd1-single-file` when its keys carry one of the layout's
+    single-file prefixes (`CheckpointLayout.single_file_markers`), else `native`."""
     path = Path(path)
     if path.is_dir():
         if (path / "model_index.json").is_file() or (path / "config.json").exists():
             return "diffusers"
-        if any((path / sub / "config.json").exists() for sub in DIFFUSERS_SUBFOLDER.values()):
-            return "diffusers"
+        if layout is not None and layout.reads_diffusers:
+            if (path / str(layout.diffusers_subfolder) / "config.json").exists():
+                return "diffusers"
         raise WeightsError(
             f"{path}: a folder, but neither a diffusers pipeline (model_index.json) nor a component folder "
             "(config.json)",
@@ -542,34 +477,54 @@ def detect_format(path: str | Path) -> Format:
         )
     with _open(path) as f:
         keys = list(f.keys())
-    if any(key.startswith(tuple(SINGLE_FILE_PREFIX.values())) for key in keys):
+    markers = layout.single_file_markers if layout is not None else ()
+    if markers and any(key.startswith(markers) for key in keys):
         return "sd1-single-file"
     return "native"
 
 
 def read_component_weights(
-    path: str | Path, kind: str, format: str = "auto", *, device: torch.device | str = "cpu"
+    path: str | Path, spec: ComponentSpec, format: str = "auto", *, device: torch.device | str = "cpu"
 ) -> tuple[CheckpointState, dict[str, Any] | None]:
-    """The weights of one model part (`kind`: encoder, denoiser or text) in the part's own key names, and
+    """The weights of one model part, built by the plugin `spec` declares, in the part's own key names, and
     the architecture the checkpoint states (a dict of Config keys), or None when it states none (a native
     file states it in its `config` metadata, as `core.training` writes it).
 
-    `format`: `auto` (see `detect_format`) or one of FORMATS. Nothing is read beyond headers and configs
-    until the returned state is accessed.
+    `format`: `auto` (see `detect_format`) or one of FORMATS. A native file needs nothing from the plugin; a
+    diffusers folder or a single file is read through the plugin's `spec.checkpoint_layout`, and is a
+    WeightsError for a plugin that declares none (or none for that format). Nothing is read beyond headers and
+    configs until the returned state is accessed.
     """
     path = Path(path)
-    if kind not in MODEL_KINDS:
-        raise WeightsError(f"{path}: {kind} components have no weights", hint=f"weights fit {', '.join(MODEL_KINDS)}")
+    if spec.kind not in MODEL_KINDS:
+        raise WeightsError(
+            f"{path}: {spec.kind} components have no weights", hint=f"weights fit {', '.join(MODEL_KINDS)}"
+        )
     if format != "auto" and format not in FORMATS:
         raise WeightsError(f"{path}: unknown weights format {format!r}", hint=f"use auto, {', '.join(FORMATS)}")
-    fmt = detect_format(path) if format == "auto" else format
+    layout = spec.checkpoint_layout
+    fmt = detect_format(path, layout) if format == "auto" else format
     if fmt == "native":
         with _open(path) as f:
             keys, metadata = list(f.keys()), f.metadata() or {}
         return CheckpointState({k: TensorSource(path, k) for k in keys}, device=device), _stated_config(path, metadata)
     if fmt == "diffusers":
-        return _read_diffusers(path, kind, device)
-    return _read_single_file(path, kind, device)
+        if not path.is_dir():
+            raise WeightsError(f"{path}: format diffusers needs a folder, got a file", hint="use format: auto")
+        return _read_diffusers(path, spec, _layout_for(path, spec, fmt), device)
+    return _read_single_file(path, spec, _layout_for(path, spec, fmt), device)
+
+
+def _layout_for(path: Path, spec: ComponentSpec, fmt: str) -> CheckpointLayout:
+    """`spec`'s checkpoint layout, or a WeightsError when it has none for format `fmt`."""
+    layout = spec.checkpoint_layout
+    if layout is not None and (layout.reads_diffusers if fmt == "diffusers" else layout.reads_single_file):
+        return layout
+    raise WeightsError(
+        f"{path}: the {spec.kind} plugin {spec.name!r} declares no checkpoint layout for the {fmt} format",
+        hint="it loads native diffstack .safetensors files (its own parameter names); convert the checkpoint "
+        "to one, or use a plugin whose ComponentSpec has a checkpoint_layout for this format",
+    )
 
 
 def _stated_config(path: Path, metadata: dict[str, str]) -> dict[str, Any] | None:
@@ -608,7 +563,7 @@ def _confine_paths(config: dict[str, Any], folder: Path, where: str) -> None:
             config[key] = str(_inside(folder, config[key], where=where, what=f"`{key}`"))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     """The JSON object in `path` (UTF-8, at most `MAX_JSON_BYTES`), or a WeightsError naming the file and what
     is wrong with it."""
     _check_file(path, "a JSON file")
@@ -630,85 +585,77 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _clip_text_names(sources: dict[str, Any]) -> dict[str, Any]:
-    """transformers' CLIPTextModel keys as `text_model.X` (transformers 5 saves them without the prefix), minus
-    the constant `position_ids` buffer older versions saved."""
-    kept = {k: s for k, s in sources.items() if not k.endswith("position_ids")}
-    return {"text_model." + k.removeprefix("text_model."): s for k, s in kept.items()}
-
-
 # ─── diffusers folders ───────────────────────────────────────────────────────────────────────────────────
 
 
-def _read_diffusers(path: Path, kind: str, device: torch.device | str) -> tuple[CheckpointState, dict[str, Any]]:
-    if not path.is_dir():
-        raise WeightsError(f"{path}: format diffusers needs a folder, got a file", hint="use format: auto")
-    folder = path / DIFFUSERS_SUBFOLDER[kind]
+def _read_diffusers(
+    path: Path, spec: ComponentSpec, layout: CheckpointLayout, device: torch.device | str
+) -> tuple[CheckpointState, dict[str, Any]]:
+    subfolder = str(layout.diffusers_subfolder)
+    folder = path / subfolder
     if not folder.is_dir():
         if (path / "model_index.json").is_file() or not (path / "config.json").exists():
             raise WeightsError(
-                f"{path}: diffusers folder has no {DIFFUSERS_SUBFOLDER[kind]}/ subfolder for the {kind}",
+                f"{path}: diffusers folder has no {subfolder}/ subfolder for the {spec.kind}",
                 hint=f"found: {', '.join(sorted(p.name for p in path.iterdir())) or 'nothing'}",
             )
         folder = path  # a component folder given directly
-    architecture = read_diffusers_config(folder, kind)
-    sources = _diffusers_sources(folder, kind)
-    return CheckpointState(_clip_text_names(sources) if kind == "text" else sources, device=device), architecture
+    architecture = read_diffusers_config(folder, spec)
+    sources = _diffusers_sources(folder, layout.diffusers_weights_stem)
+    if layout.diffusers_tensor_names is not None:
+        names = layout.diffusers_tensor_names(list(sources))
+        sources = {ours: sources[theirs] for ours, theirs in names.items()}
+    return CheckpointState(sources, device=device), architecture
 
 
-def read_diffusers_config(folder: str | Path, kind: str) -> dict[str, Any]:
-    """A diffusers component's `config.json` as a dict of our Config keys.
+def read_diffusers_config(folder: str | Path, spec: ComponentSpec) -> dict[str, Any]:
+    """A diffusers component's `config.json` as a dict of the Config keys of the plugin `spec` declares.
 
-    Checks the model class, drops metadata, None values and the left-out keys at their neutral values
-    (`_LEFT_OUT`), and raises WeightsError for a feature our plugins lack. The denoiser also gets
-    `prediction_type` from a sibling `scheduler/scheduler_config.json`; the text part gets `tokenizer`, the
-    sibling `tokenizer/` folder.
+    Checks the model class against the layout's `diffusers_classes`, drops metadata, None values and the
+    layout's `diffusers_left_out` keys at their neutral values, and raises WeightsError for a feature the plugin
+    lacks (a left-out key at another value); the layout's `config_from_diffusers` then translates the rest.
+    Config keys naming files (`PATH_KEYS`) must stay inside `folder`.
     """
     folder = Path(folder)
+    layout = _layout_for(folder, spec, "diffusers")
     config_path = folder / "config.json"
     if not config_path.exists():
         raise WeightsError(
             f"{folder}: no config.json — a diffusers component folder needs it for the architecture",
             hint="copy config.json from the model's original repository into this folder",
         )
-    raw = _read_json(config_path)
+    raw = read_json(config_path)
     found = raw.get("_class_name")
     architectures = raw.get("architectures")
     if found is None and isinstance(architectures, list) and architectures:
         found = architectures[0]
-    expected = DIFFUSERS_CLASS[kind]
-    if found is not None and found != expected:
+    if found is not None and layout.diffusers_classes and found not in layout.diffusers_classes:
         raise WeightsError(
-            f"{config_path}: describes a {shown_text(str(found))}, but a {kind} here needs a {expected}",
+            f"{config_path}: describes a {shown_text(str(found))}, but a {spec.kind} here needs a "
+            f"{' or '.join(layout.diffusers_classes)}",
             hint="this checkpoint is for a different architecture",
         )
     config: dict[str, Any] = {}
     dropped = []
     for key, value in raw.items():
-        neutral = _LEFT_OUT[kind].get(key, ...)
-        if key.startswith("_") or value is None or neutral is _ANY or (neutral is not ... and value == neutral):
+        neutral = layout.diffusers_left_out.get(key, ...)
+        if key.startswith("_") or value is None or neutral is ANY_VALUE or (neutral is not ... and value == neutral):
             dropped.append(key)
         elif neutral is not ...:
             raise WeightsError(
-                f"{config_path}: {key}={shown(value)} is a feature the {kind} plugin does not implement",
+                f"{config_path}: {key}={shown(value)} is a feature the {spec.kind} plugin does not implement",
                 hint=f"only {key}={neutral!r} is supported; this checkpoint is for a different architecture",
             )
         else:
             config[key] = value
     log.debug("%s: left out diffusers-only keys %s", config_path, ", ".join(dropped))
     _confine_paths(config, folder, str(config_path))
-    scheduler_config = folder.parent / "scheduler" / "scheduler_config.json"
-    if kind == "denoiser" and scheduler_config.exists():
-        prediction_type = _read_json(scheduler_config).get("prediction_type")
-        if prediction_type:
-            config.setdefault("prediction_type", prediction_type)
-    if kind == "text" and (folder.parent / "tokenizer").is_dir():
-        config.setdefault("tokenizer", str(folder.parent / "tokenizer"))
-    return config
+    return layout.config_from_diffusers(config, folder) if layout.config_from_diffusers is not None else config
 
 
-def _diffusers_sources(folder: Path, kind: str) -> dict[str, TensorSource]:
-    stem = DIFFUSERS_WEIGHTS_STEM[kind]
+def _diffusers_sources(folder: Path, stem: str) -> dict[str, TensorSource]:
+    """Where each tensor of a diffusers component folder lives: `<stem>.safetensors`, a `<stem>.*.safetensors`
+    variant, or the shards a `<stem>.safetensors.index.json` lists."""
     candidates = [folder / f"{stem}.safetensors", *sorted(folder.glob(f"{stem}.*.safetensors"))]
     for file in candidates:
         if file.exists():
@@ -716,7 +663,7 @@ def _diffusers_sources(folder: Path, kind: str) -> dict[str, TensorSource]:
                 return {k: TensorSource(file, k) for k in f.keys()}
     index = folder / f"{stem}.safetensors.index.json"
     if index.exists():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise WeightsError(
                 f"{index}: `weight_map` must map each tensor to its shard file, found {shown(weight_map)}",
@@ -736,229 +683,47 @@ def _diffusers_sources(folder: Path, kind: str) -> dict[str, TensorSource]:
     )
 
 
-# ─── original single-file SD 1.x checkpoints ─────────────────────────────────────────────────────────────
+# ─── original single-file checkpoints ────────────────────────────────────────────────────────────────────
 
 
-def _read_single_file(path: Path, kind: str, device: torch.device | str) -> tuple[CheckpointState, dict[str, Any]]:
-    prefix = SINGLE_FILE_PREFIX[kind]
+def _read_single_file(
+    path: Path, spec: ComponentSpec, layout: CheckpointLayout, device: torch.device | str
+) -> tuple[CheckpointState, dict[str, Any]]:
+    prefix = str(layout.single_file_prefix)
     with _open(path) as f:
         keys = list(f.keys())
         shapes = {k[len(prefix) :]: tuple(f.get_slice(k).get_shape()) for k in keys if k.startswith(prefix)}
     if not shapes:
-        open_clip = kind == "text" and any(k.startswith("cond_stage_model.model.") for k in keys)
-        other = " (it has cond_stage_model.model.*: SD 2.x's OpenCLIP text encoder, not supported)" if open_clip else ""
+        other = next(
+            (
+                f" (it has {p}*: {what})"
+                for p, what in layout.single_file_lookalikes.items()
+                if any(k.startswith(p) for k in keys)
+            ),
+            "",
+        )
         raise WeightsError(
-            f"{path}: no {prefix}* keys for the {kind} in this single-file checkpoint{other}",
+            f"{path}: no {prefix}* keys for the {spec.kind} in this single-file checkpoint{other}",
             hint="use a complete SD 1.x checkpoint, or name the component's own weights file",
         )
-    convert = {"denoiser": _ldm_unet, "encoder": _ldm_vae, "text": _ldm_text}[kind]
+    assert layout.single_file_names is not None  # set with single_file_prefix (CheckpointLayout checks)
     try:
-        names, architecture = convert(shapes)
-    except _Unreadable as exc:
+        names, architecture = layout.single_file_names(shapes)
+    except Unreadable as exc:
         raise WeightsError(
-            f"{path}: cannot read the {kind}'s architecture from this single-file checkpoint — {exc.listing(prefix)}",
+            f"{path}: cannot read the {spec.kind}'s architecture from this single-file checkpoint — "
+            f"{_unreadable_listing(exc, prefix)}",
             hint="the file is incomplete or not an SD 1.x checkpoint; use a complete SD 1.x checkpoint",
         ) from None
     sources = {ours: TensorSource(path, prefix + theirs, squeeze=squeeze) for ours, (theirs, squeeze) in names.items()}
     return CheckpointState(sources, device=device), architecture
 
 
-class _Unreadable(Exception):
-    """From the single-file readers: tensors an architecture is read from are missing or misshapen."""
-
-    def __init__(self, missing: list[str], misshapen: list[str]) -> None:
-        super().__init__(missing, misshapen)
-        self.missing, self.misshapen = list(dict.fromkeys(missing)), list(dict.fromkeys(misshapen))
-
-    def listing(self, prefix: str) -> str:
-        """The problems, each key named as in the file (with `prefix`)."""
-        problems = []
-        if self.missing:
-            problems.append(f"missing keys: {_listing([prefix + key for key in self.missing])}")
-        if self.misshapen:
-            problems.append(f"misshapen keys: {_listing([prefix + key for key in self.misshapen])}")
-        return "; ".join(problems)
-
-
-class _ShapeReader:
-    """The tensor shapes an architecture is read from. `dim(key, axis, ndim)` is the size along `axis` of
-    tensor `key`, which must have `ndim` dimensions; a missing or misshapen tensor reads as 0 and is recorded,
-    so that `check` raises `_Unreadable` naming every problem at once."""
-
-    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        self.shapes = shapes
-        self.missing: list[str] = []
-        self.misshapen: list[str] = []
-
-    def dim(self, key: str, axis: int, ndim: int) -> int:
-        shape = self.shapes.get(key)
-        if shape is None:
-            self.missing.append(key)
-        elif len(shape) != ndim:
-            self.misshapen.append(f"{key}: {shape} where {ndim} dimensions are expected")
-        else:
-            return shape[axis]
-        return 0
-
-    def check(self) -> None:
-        if self.missing or self.misshapen:
-            raise _Unreadable(self.missing, self.misshapen)
-
-
-_UNET_RESNET = {
-    "in_layers.0": "norm1",
-    "in_layers.2": "conv1",
-    "emb_layers.1": "time_emb_proj",
-    "out_layers.0": "norm2",
-    "out_layers.3": "conv2",
-    "skip_connection": "conv_shortcut",
-}
-_UNET_FIXED = {
-    "time_embed.0": "time_embedding.linear_1",
-    "time_embed.2": "time_embedding.linear_2",
-    "input_blocks.0.0": "conv_in",
-    "out.0": "conv_norm_out",
-    "out.2": "conv_out",
-    "middle_block.0": "mid_block.resnets.0",
-    "middle_block.1": "mid_block.attentions.0",
-    "middle_block.2": "mid_block.resnets.1",
-}
-
-
-def _rename_resnet(rest: str) -> str:
-    for theirs, ours in _UNET_RESNET.items():
-        if rest.startswith(theirs + "."):
-            return ours + rest[len(theirs) :]
-    return rest
-
-
-def _ldm_unet_name(key: str, per_level: int) -> str:
-    """One LDM U-Net key → ours; unknown keys come back unchanged (and are then reported as unexpected)."""
-    for theirs, ours in _UNET_FIXED.items():
-        if key.startswith(theirs + "."):
-            rest = key[len(theirs) + 1 :]
-            return f"{ours}.{_rename_resnet(rest) if 'resnets' in ours else rest}"
-    if m := re.match(r"input_blocks\.(\d{1,9})\.(\d)\.(.*)", key):
-        i, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        level, j = divmod(i - 1, per_level + 1)
-        if j == per_level:
-            return f"down_blocks.{level}.downsamplers.0.conv.{rest.removeprefix('op.')}"
-        if slot == 0:
-            return f"down_blocks.{level}.resnets.{j}.{_rename_resnet(rest)}"
-        return f"down_blocks.{level}.attentions.{j}.{rest}"
-    if m := re.match(r"output_blocks\.(\d{1,9})\.(\d)\.(.*)", key):
-        i, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        level, j = divmod(i, per_level + 1)
-        if slot == 0:
-            return f"up_blocks.{level}.resnets.{j}.{_rename_resnet(rest)}"
-        if rest.startswith("conv."):
-            return f"up_blocks.{level}.upsamplers.0.{rest}"
-        return f"up_blocks.{level}.attentions.{j}.{rest}"
-    return key
-
-
-def _ldm_unet(shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[str, bool]], dict[str, Any]]:
-    """LDM U-Net keys → ours, and the architecture the shapes show.
-
-    LDM numbers `input_blocks` 1.. as `layers_per_block` (ResNet [, SpatialTransformer]) slots per level plus
-    one downsample slot (`.0.op`), and `output_blocks` 0.. as `layers_per_block + 1` slots per level, where
-    `.1`/`.2` is the attention or the upsampler (`.conv`). Raises `_Unreadable`.
-    """
-    reader = _ShapeReader(shapes)
-    inputs = {int(m.group(1)) for k in shapes if (m := re.match(r"input_blocks\.(\d{1,9})\.", k))}
-    downs = {int(m.group(1)) for k in shapes if (m := re.match(r"input_blocks\.(\d{1,9})\.0\.op\.", k))}
-    levels = len(downs) + 1
-    per_level = (len(inputs) - 1 - len(downs)) // levels  # layers_per_block
-    if per_level < 1:  # no ResNet slot in a level: the names below cannot be read
-        raise _Unreadable(["input_blocks.1.0.out_layers.3.weight"], [])
-    names = {_ldm_unet_name(key, per_level): (key, False) for key in shapes}
-
-    def channels(i: int) -> int:
-        return reader.dim(f"input_blocks.{i}.0.out_layers.3.weight", 0, 4)
-
-    first_slot = [1 + level * (per_level + 1) for level in range(levels)]
-    attention = [f"input_blocks.{i}.1.proj_in.weight" in shapes for i in first_slot]
-    up_attention = [f"output_blocks.{i * (per_level + 1)}.1.proj_in.weight" in shapes for i in range(levels)]
-    proj_in = next((s for k, s in shapes.items() if k.endswith("proj_in.weight")), None)
-    architecture: dict[str, Any] = {
-        "in_channels": reader.dim("input_blocks.0.0.weight", 1, 4),
-        "out_channels": reader.dim("out.2.weight", 0, 4),
-        "block_out_channels": [channels(i) for i in first_slot],
-        "layers_per_block": per_level,
-        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
-        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_attention],
-    }
-    if proj_in is not None:
-        architecture["use_linear_projection"] = len(proj_in) == 2
-        to_k = next(
-            (k for k in shapes if k.endswith("attn2.to_k.weight")),
-            "middle_block.1.transformer_blocks.0.attn2.to_k.weight",
-        )
-        architecture["cross_attention_dim"] = reader.dim(to_k, 1, 2)
-        layer = re.compile(r"middle_block\.1\.transformer_blocks\.(\d{1,9})\.")
-        blocks = {m.group(1) for k in shapes if (m := layer.match(k))}
-        architecture["transformer_layers_per_block"] = len(blocks) or 1
-    reader.check()
-    return names, architecture
-
-
-def _ldm_vae(shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[str, bool]], dict[str, Any]]:
-    """LDM VAE keys → ours (`down.i.block.j` → `down_blocks.i.resnets.j`, decoder `up` levels numbered from
-    the bottom, `mid.attn_1.{norm,q,k,v,proj_out}` → `group_norm, to_q, …`, 1×1-conv kernels squeezed).
-    Raises `_Unreadable`."""
-    reader = _ShapeReader(shapes)
-    levels = len({m.group(1) for k in shapes if (m := re.match(r"decoder\.up\.(\d{1,9})\.", k))})
-
-    def up(match: re.Match[str]) -> int:  # LDM numbers decoder levels from the bottom, diffusers from the top
-        return levels - 1 - int(match.group(1))
-
-    attention = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-    names: dict[str, tuple[str, bool]] = {}
-    for key in shapes:
-        ours, squeeze = key, False
-        ours = re.sub(r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out.", ours)
-        ours = re.sub(r"\.down\.(\d{1,9})\.block\.", r".down_blocks.\1.resnets.", ours)
-        ours = re.sub(r"\.down\.(\d{1,9})\.downsample\.", r".down_blocks.\1.downsamplers.0.", ours)
-        ours = re.sub(r"\.up\.(\d{1,9})\.block\.", lambda m: f".up_blocks.{up(m)}.resnets.", ours)
-        ours = re.sub(r"\.up\.(\d{1,9})\.upsample\.", lambda m: f".up_blocks.{up(m)}.upsamplers.0.", ours)
-        ours = re.sub(r"\.mid\.block_(\d)\.", lambda m: f".mid_block.resnets.{int(m.group(1)) - 1}.", ours)
-        ours = ours.replace(".nin_shortcut.", ".conv_shortcut.")
-        if m := re.match(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$", key):
-            ours = f"{m.group(1)}.mid_block.attentions.0.{attention[m.group(2)]}.{m.group(3)}"
-            squeeze = m.group(2) != "norm" and len(shapes[key]) == 4 and shapes[key][2:] == (1, 1)
-        names[ours] = (key, squeeze)
-    encoder_levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down\.(\d{1,9})\.", k))})
-    per_level = len({m.group(1) for k in shapes if (m := re.match(r"encoder\.down\.0\.block\.(\d{1,9})\.", k))})
-    architecture = {
-        "in_channels": reader.dim("encoder.conv_in.weight", 1, 4),
-        "out_channels": reader.dim("decoder.conv_out.weight", 0, 4),
-        "block_out_channels": [
-            reader.dim(f"encoder.down.{i}.block.0.conv2.weight", 0, 4) for i in encoder_levels or [0]
-        ],
-        "down_block_types": ["DownEncoderBlock2D"] * len(encoder_levels),
-        "up_block_types": ["UpDecoderBlock2D"] * levels,
-        "layers_per_block": per_level,
-        "latent_channels": reader.dim("decoder.conv_in.weight", 1, 4),
-        "use_quant_conv": "quant_conv.weight" in shapes,
-        "use_post_quant_conv": "post_quant_conv.weight" in shapes,
-        "mid_block_add_attention": "encoder.mid.attn_1.q.weight" in shapes,
-    }
-    reader.check()
-    return names, architecture
-
-
-def _ldm_text(shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[str, bool]], dict[str, Any]]:
-    """`cond_stage_model.transformer.[text_model.]X` → transformers' `text_model.X`; position_ids dropped.
-    Raises `_Unreadable` (naming keys as `text_model.X`, the usual layout in the file)."""
-    names = _clip_text_names({k: (k, False) for k in shapes})
-    reader = _ShapeReader({o: shapes[t] for o, (t, _) in names.items()})
-    layers = {m.group(1) for k in reader.shapes if (m := re.match(r"text_model\.encoder\.layers\.(\d{1,9})\.", k))}
-    architecture = {
-        "vocab_size": reader.dim("text_model.embeddings.token_embedding.weight", 0, 2),
-        "hidden_size": reader.dim("text_model.embeddings.token_embedding.weight", 1, 2),
-        "num_hidden_layers": len(layers),
-        "intermediate_size": reader.dim("text_model.encoder.layers.0.mlp.fc1.weight", 0, 2),
-        "max_position_embeddings": reader.dim("text_model.embeddings.position_embedding.weight", 0, 2),
-    }
-    reader.check()
-    return names, architecture
+def _unreadable_listing(error: Unreadable, prefix: str) -> str:
+    """The problems `error` names, each key named as in the file (with `prefix`)."""
+    problems = []
+    if error.missing:
+        problems.append(f"missing keys: {_listing([prefix + key for key in error.missing])}")
+    if error.misshapen:
+        problems.append(f"misshapen keys: {_listing([prefix + key for key in error.misshapen])}")
+    return "; ".join(problems)

@@ -15,19 +15,28 @@ The config uses diffusers' `UNet2DConditionModel` names, so a diffusers `unet/co
 and module attributes follow diffusers' checkpoint keys (`down_blocks.0.attentions.0.transformer_blocks.0
 .attn2.to_k.weight`), so diffusers weights load without a key table. Note diffusers' historical naming:
 `attention_head_dim` is the number of attention *heads* per block, not their width.
+
+`CHECKPOINT_LAYOUT` reads diffusers `unet/` folders (their config keys for features this U-Net lacks must be
+off; `prediction_type` comes from the pipeline's `scheduler/`) and the `model.diffusion_model.*` part of
+original SD 1.x single files, renaming LDM's `input_blocks`/`output_blocks` numbering and reading the
+architecture from the tensor shapes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, cast
+import re
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from core import ComponentSpec, InputError, PredictionType, hookimpl
+from core import CheckpointLayout, ComponentSpec, InputError, PredictionType, hookimpl
+from core.checkpoint_layout import ANY_VALUE, ShapeReader, Shapes, SingleFileNames, Unreadable
+from core.weights import read_json
 
 DownBlockType = Literal["CrossAttnDownBlock2D", "DownBlock2D"]
 UpBlockType = Literal["CrossAttnUpBlock2D", "UpBlock2D"]
@@ -418,24 +427,184 @@ class UNet2DCondition(nn.Module):
             raise InputError(f"unet2d-condition: context batch {context.shape[0]} != sample batch {sample.shape[0]}")
 
 
+# ─── checkpoints written by diffusers and by the original LDM code ─────────────────────────────────────
+
+# Config keys of diffusers' UNet2DConditionModel that Config leaves out, with the value that means "feature
+# off"; another value is a feature this U-Net lacks (core.weights refuses it).
+DIFFUSERS_LEFT_OUT = {
+    "center_input_sample": False,
+    "only_cross_attention": False,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "dual_cross_attention": False,
+    "resnet_time_scale_shift": "default",
+    "resnet_skip_time_act": False,
+    "resnet_out_scale_factor": 1,
+    "time_embedding_type": "positional",
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "attention_type": "default",
+    "class_embeddings_concat": False,
+    "addition_embed_type_num_heads": ANY_VALUE,
+    "encoder_hid_dim_type": None,
+    "class_embed_type": None,
+    "addition_embed_type": None,
+    "num_class_embeds": None,
+    "encoder_hid_dim": None,
+    "time_cond_proj_dim": None,
+    "time_embedding_dim": None,
+    "num_attention_heads": None,
+    "addition_time_embed_dim": None,
+    "projection_class_embeddings_input_dim": None,
+    "timestep_post_act": None,
+    "time_embedding_act_fn": None,
+    "cross_attention_norm": None,
+    "mid_block_only_cross_attention": None,
+    "reverse_transformer_layers_per_block": None,
+}
+SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
+
+
+def config_from_diffusers(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A diffusers `unet/config.json` (left-out keys dropped) plus `prediction_type` from the pipeline's
+    `scheduler/scheduler_config.json` beside it, which is where diffusers keeps it."""
+    scheduler_config = folder.parent / "scheduler" / "scheduler_config.json"
+    if scheduler_config.exists():
+        prediction_type = read_json(scheduler_config).get("prediction_type")
+        if prediction_type:
+            config.setdefault("prediction_type", prediction_type)
+    return config
+
+
+_LDM_RESNET = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+_LDM_FIXED = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+    "middle_block.0": "mid_block.resnets.0",
+    "middle_block.1": "mid_block.attentions.0",
+    "middle_block.2": "mid_block.resnets.1",
+}
+
+
+def _rename_resnet(rest: str) -> str:
+    for theirs, ours in _LDM_RESNET.items():
+        if rest.startswith(theirs + "."):
+            return ours + rest[len(theirs) :]
+    return rest
+
+
+def _ldm_name(key: str, per_level: int) -> str:
+    """One LDM U-Net key → ours; unknown keys come back unchanged (and are then reported as unexpected)."""
+    for theirs, ours in _LDM_FIXED.items():
+        if key.startswith(theirs + "."):
+            rest = key[len(theirs) + 1 :]
+            return f"{ours}.{_rename_resnet(rest) if 'resnets' in ours else rest}"
+    if m := re.match(r"input_blocks\.(\d{1,9})\.(\d)\.(.*)", key):
+        i, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        level, j = divmod(i - 1, per_level + 1)
+        if j == per_level:
+            return f"down_blocks.{level}.downsamplers.0.conv.{rest.removeprefix('op.')}"
+        if slot == 0:
+            return f"down_blocks.{level}.resnets.{j}.{_rename_resnet(rest)}"
+        return f"down_blocks.{level}.attentions.{j}.{rest}"
+    if m := re.match(r"output_blocks\.(\d{1,9})\.(\d)\.(.*)", key):
+        i, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        level, j = divmod(i, per_level + 1)
+        if slot == 0:
+            return f"up_blocks.{level}.resnets.{j}.{_rename_resnet(rest)}"
+        if rest.startswith("conv."):
+            return f"up_blocks.{level}.upsamplers.0.{rest}"
+        return f"up_blocks.{level}.attentions.{j}.{rest}"
+    return key
+
+
+def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
+    """LDM U-Net keys (`model.diffusion_model.` stripped) → ours, and the architecture the shapes show.
+
+    LDM numbers `input_blocks` 1.. as `layers_per_block` (ResNet [, SpatialTransformer]) slots per level plus
+    one downsample slot (`.0.op`), and `output_blocks` 0.. as `layers_per_block + 1` slots per level, where
+    `.1`/`.2` is the attention or the upsampler (`.conv`). Raises `Unreadable`.
+    """
+    reader = ShapeReader(shapes)
+    inputs = {int(m.group(1)) for k in shapes if (m := re.match(r"input_blocks\.(\d{1,9})\.", k))}
+    downs = {int(m.group(1)) for k in shapes if (m := re.match(r"input_blocks\.(\d{1,9})\.0\.op\.", k))}
+    levels = len(downs) + 1
+    per_level = (len(inputs) - 1 - len(downs)) // levels  # layers_per_block
+    if per_level < 1:  # no ResNet slot in a level: the names below cannot be read
+        raise Unreadable(["input_blocks.1.0.out_layers.3.weight"], [])
+    names = {_ldm_name(key, per_level): (key, False) for key in shapes}
+
+    def channels(i: int) -> int:
+        return reader.dim(f"input_blocks.{i}.0.out_layers.3.weight", 0, 4)
+
+    first_slot = [1 + level * (per_level + 1) for level in range(levels)]
+    attention = [f"input_blocks.{i}.1.proj_in.weight" in shapes for i in first_slot]
+    up_attention = [f"output_blocks.{i * (per_level + 1)}.1.proj_in.weight" in shapes for i in range(levels)]
+    proj_in = next((s for k, s in shapes.items() if k.endswith("proj_in.weight")), None)
+    architecture: dict[str, Any] = {
+        "in_channels": reader.dim("input_blocks.0.0.weight", 1, 4),
+        "out_channels": reader.dim("out.2.weight", 0, 4),
+        "block_out_channels": [channels(i) for i in first_slot],
+        "layers_per_block": per_level,
+        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_attention],
+    }
+    if proj_in is not None:
+        architecture["use_linear_projection"] = len(proj_in) == 2
+        to_k = next(
+            (k for k in shapes if k.endswith("attn2.to_k.weight")),
+            "middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+        )
+        architecture["cross_attention_dim"] = reader.dim(to_k, 1, 2)
+        layer = re.compile(r"middle_block\.1\.transformer_blocks\.(\d{1,9})\.")
+        blocks = {m.group(1) for k in shapes if (m := layer.match(k))}
+        architecture["transformer_layers_per_block"] = len(blocks) or 1
+    reader.check()
+    return names, architecture
+
+
+CHECKPOINT_LAYOUT = CheckpointLayout(
+    diffusers_subfolder="unet",
+    diffusers_weights_stem="diffusion_pytorch_model",
+    diffusers_classes=("UNet2DConditionModel",),
+    diffusers_left_out=DIFFUSERS_LEFT_OUT,
+    config_from_diffusers=config_from_diffusers,
+    single_file_prefix="model.diffusion_model.",
+    single_file_family=SD1_SINGLE_FILE,
+    single_file_names=single_file_names,
+)
+
+SPEC = ComponentSpec(
+    kind="denoiser",
+    name="unet2d-condition",
+    factory=UNet2DCondition,
+    config=Config,
+    example_config={
+        "block_out_channels": [32, 64],
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "layers_per_block": 1,
+        "attention_head_dim": 2,
+        "cross_attention_dim": 32,
+        "norm_num_groups": 8,
+        "sample_size": 8,
+    },
+    description="Stable Diffusion 1.x/2.x conditional U-Net (defaults: SD 1.5); diffusers weights load as is",
+    checkpoint_layout=CHECKPOINT_LAYOUT,
+)
+
+
 @hookimpl
 def diffstack_components():
-    return [
-        ComponentSpec(
-            kind="denoiser",
-            name="unet2d-condition",
-            factory=UNet2DCondition,
-            config=Config,
-            example_config={
-                "block_out_channels": [32, 64],
-                "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-                "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-                "layers_per_block": 1,
-                "attention_head_dim": 2,
-                "cross_attention_dim": 32,
-                "norm_num_groups": 8,
-                "sample_size": 8,
-            },
-            description="Stable Diffusion 1.x/2.x conditional U-Net (defaults: SD 1.5); diffusers weights load as is",
-        )
-    ]
+    return [SPEC]

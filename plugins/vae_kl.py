@@ -14,19 +14,25 @@ f = 2^(levels − 1). The config uses diffusers' `AutoencoderKL` names so a diff
 to one, and module attributes follow diffusers' checkpoint keys (`encoder.mid_block.attentions.0.to_q.weight`).
 Decoding can run image by image (`decode_slicing`) or in overlapping, linearly blended tiles of `sample_size`
 pixels (`decode_tiling`, as diffusers' `enable_tiling`) to bound memory on large images.
+
+`CHECKPOINT_LAYOUT` reads diffusers `vae/` folders and the `first_stage_model.*` part of original SD 1.x
+single files, whose attention projections are 1×1 convolutions (read as Linear weights) and whose decoder
+levels are numbered from the bottom.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from core import ComponentSpec, InputError, hookimpl
+from core import CheckpointLayout, ComponentSpec, InputError, hookimpl
+from core.checkpoint_layout import ShapeReader, Shapes, SingleFileNames
 
 log = logging.getLogger(__name__)
 
@@ -326,22 +332,85 @@ def _fade_in(previous: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) 
     head.copy_(tail * (1 - w).to(tile.dtype) + head * w.to(tile.dtype))
 
 
+# ─── checkpoints written by diffusers and by the original LDM code ─────────────────────────────────────
+
+SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
+_LDM_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
+    """LDM VAE keys (`first_stage_model.` stripped) → ours (`down.i.block.j` → `down_blocks.i.resnets.j`,
+    decoder `up` levels numbered from the bottom, `mid.attn_1.{norm,q,k,v,proj_out}` → `group_norm, to_q, …`,
+    1×1-conv kernels squeezed), and the architecture the shapes show. Raises `Unreadable`."""
+    reader = ShapeReader(shapes)
+    levels = len({m.group(1) for k in shapes if (m := re.match(r"decoder\.up\.(\d{1,9})\.", k))})
+
+    def up(match: re.Match[str]) -> int:  # LDM numbers decoder levels from the bottom, diffusers from the top
+        return levels - 1 - int(match.group(1))
+
+    names: SingleFileNames = {}
+    for key in shapes:
+        ours, squeeze = key, False
+        ours = re.sub(r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out.", ours)
+        ours = re.sub(r"\.down\.(\d{1,9})\.block\.", r".down_blocks.\1.resnets.", ours)
+        ours = re.sub(r"\.down\.(\d{1,9})\.downsample\.", r".down_blocks.\1.downsamplers.0.", ours)
+        ours = re.sub(r"\.up\.(\d{1,9})\.block\.", lambda m: f".up_blocks.{up(m)}.resnets.", ours)
+        ours = re.sub(r"\.up\.(\d{1,9})\.upsample\.", lambda m: f".up_blocks.{up(m)}.upsamplers.0.", ours)
+        ours = re.sub(r"\.mid\.block_(\d)\.", lambda m: f".mid_block.resnets.{int(m.group(1)) - 1}.", ours)
+        ours = ours.replace(".nin_shortcut.", ".conv_shortcut.")
+        if m := re.match(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$", key):
+            ours = f"{m.group(1)}.mid_block.attentions.0.{_LDM_ATTENTION[m.group(2)]}.{m.group(3)}"
+            squeeze = m.group(2) != "norm" and len(shapes[key]) == 4 and shapes[key][2:] == (1, 1)
+        names[ours] = (key, squeeze)
+    encoder_levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down\.(\d{1,9})\.", k))})
+    per_level = len({m.group(1) for k in shapes if (m := re.match(r"encoder\.down\.0\.block\.(\d{1,9})\.", k))})
+    architecture = {
+        "in_channels": reader.dim("encoder.conv_in.weight", 1, 4),
+        "out_channels": reader.dim("decoder.conv_out.weight", 0, 4),
+        "block_out_channels": [
+            reader.dim(f"encoder.down.{i}.block.0.conv2.weight", 0, 4) for i in encoder_levels or [0]
+        ],
+        "down_block_types": ["DownEncoderBlock2D"] * len(encoder_levels),
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "layers_per_block": per_level,
+        "latent_channels": reader.dim("decoder.conv_in.weight", 1, 4),
+        "use_quant_conv": "quant_conv.weight" in shapes,
+        "use_post_quant_conv": "post_quant_conv.weight" in shapes,
+        "mid_block_add_attention": "encoder.mid.attn_1.q.weight" in shapes,
+    }
+    reader.check()
+    return names, architecture
+
+
+CHECKPOINT_LAYOUT = CheckpointLayout(
+    diffusers_subfolder="vae",
+    diffusers_weights_stem="diffusion_pytorch_model",
+    diffusers_classes=("AutoencoderKL",),
+    # diffusers' AutoencoderKL config keys that Config leaves out, at the value that means "feature off"
+    diffusers_left_out={"act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None},
+    single_file_prefix="first_stage_model.",
+    single_file_family=SD1_SINGLE_FILE,
+    single_file_names=single_file_names,
+)
+
+SPEC = ComponentSpec(
+    kind="encoder",
+    name="vae-kl",
+    factory=AutoencoderKL,
+    config=Config,
+    example_config={
+        "block_out_channels": [16, 32],
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "sample_size": 32,
+    },
+    description="Stable Diffusion's KL autoencoder (defaults: SD 1.x, f=8); diffusers weights load as is",
+    checkpoint_layout=CHECKPOINT_LAYOUT,
+)
+
+
 @hookimpl
 def diffstack_components():
-    return [
-        ComponentSpec(
-            kind="encoder",
-            name="vae-kl",
-            factory=AutoencoderKL,
-            config=Config,
-            example_config={
-                "block_out_channels": [16, 32],
-                "down_block_types": ["DownEncoderBlock2D"] * 2,
-                "up_block_types": ["UpDecoderBlock2D"] * 2,
-                "layers_per_block": 1,
-                "norm_num_groups": 8,
-                "sample_size": 32,
-            },
-            description="Stable Diffusion's KL autoencoder (defaults: SD 1.x, f=8); diffusers weights load as is",
-        )
-    ]
+    return [SPEC]

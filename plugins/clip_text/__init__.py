@@ -5,8 +5,9 @@ Visual Models From Natural Language Supervision".
 
 Defaults are SD 1.x's text tower, OpenAI's CLIP ViT-L/14 (D = 768, 12 layers, 12 heads, quick-GELU), with
 OpenAI's vocabulary shipped in `vocab/`. Config names are transformers' `CLIPTextConfig` names, so a diffusers
-`text_encoder/config.json` maps onto them; `clip_skip` follows the community convention (1 = last layer,
-2 = penultimate, as SD 2.x and many fine-tunes use), i.e. diffusers' `clip_skip` + 1.
+`text_encoder/config.json` maps onto them (`checkpoint.py`: where diffusers folders and SD 1.x single files
+keep the weights); `clip_skip` follows the community convention (1 = last layer, 2 = penultimate, as SD 2.x
+and many fine-tunes use), i.e. diffusers' `clip_skip` + 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from core import ComponentSpec, ConfigError, InputError, hookimpl
+from plugins.clip_text.checkpoint import CHECKPOINT_LAYOUT
 from plugins.clip_text.model import CLIPTextTransformer
 from plugins.clip_text.tokenizer import CLIPTokenizer
 
@@ -91,20 +93,22 @@ class CLIPText(nn.Module):
         return self.text_model(input_ids, clip_skip=self.config.clip_skip)  # (B, L, D)
 
 
+SPEC = ComponentSpec(
+    kind="text",
+    name="clip-text",
+    factory=CLIPText,
+    config=Config,
+    example_config={
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    },
+    description="CLIP text transformer + BPE tokenizer (SD 1.x/2.x text encoder)",
+    checkpoint_layout=CHECKPOINT_LAYOUT,
+)
+
+
 @hookimpl
 def diffstack_components():
-    return [
-        ComponentSpec(
-            kind="text",
-            name="clip-text",
-            factory=CLIPText,
-            config=Config,
-            example_config={
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-            },
-            description="CLIP text transformer + BPE tokenizer (SD 1.x/2.x text encoder)",
-        )
-    ]
+    return [SPEC]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,14 @@ import torch
 from torch import nn
 
 from core import WeightsError, weights
+from plugins import clip_text, ddim, unet, vae_kl
 from plugins.unet import Config as UNetConfig
 from plugins.unet import UNet2DCondition
 from plugins.vae_kl import AutoencoderKL
 from plugins.vae_kl import Config as VAEConfig
+
+UNET, VAE, CLIP = unet.SPEC, vae_kl.SPEC, clip_text.SPEC  # the plugins whose checkpoint layouts are read
+SPECS = {"denoiser": UNET, "encoder": VAE, "text": CLIP, "scheduler": ddim.diffstack_components()[0]}
 
 TINY_UNET = dict(
     block_out_channels=[16, 32],
@@ -140,7 +145,7 @@ def test_native_file_round_trip(tmp_path: Path) -> None:
     source, target = Small(), Small()
     weights.save_state_dict(source.state_dict(), tmp_path / "small.safetensors")
     assert weights.detect_format(tmp_path / "small.safetensors") == "native"
-    state, architecture = weights.read_component_weights(tmp_path / "small.safetensors", "denoiser")
+    state, architecture = weights.read_component_weights(tmp_path / "small.safetensors", UNET)
     assert architecture is None and isinstance(state, weights.CheckpointState)
     assert state.shape("proj.weight") == (3, 4) and set(state) == set(source.state_dict())
     weights.load_into(target, state, component="small", source="test")
@@ -152,7 +157,7 @@ def test_reads_survive_remapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(weights, "REMAP_BYTES", 1)  # reopen the map after every tensor
     unet = tiny_unet()
     weights.save_state_dict(unet.state_dict(), tmp_path / "unet.safetensors")
-    state, _ = weights.read_component_weights(tmp_path / "unet.safetensors", "denoiser", "native")
+    state, _ = weights.read_component_weights(tmp_path / "unet.safetensors", UNET, "native")
     loaded = load_unet(state)
     for key, value in unet.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -241,20 +246,20 @@ def test_build_with_weights_lets_the_vae_keep_float32() -> None:
 def test_diffusers_folder_gives_architecture_and_weights(pipeline_folder) -> None:
     root, unet = pipeline_folder
     assert weights.detect_format(root) == "diffusers"
-    state, architecture = weights.read_component_weights(root, "denoiser")
+    state, architecture = weights.read_component_weights(root, UNET)
     assert architecture["prediction_type"] == "v_prediction"  # from scheduler/scheduler_config.json
     assert not any(key.startswith("_") for key in architecture) and "act_fn" not in architecture
     loaded = load_unet(state, architecture)
     sample, context = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8)
     with torch.inference_mode():
         assert torch.equal(loaded(sample, 9, context), unet(sample, 9, context))
-    _, vae_architecture = weights.read_component_weights(root / "vae", "encoder")  # a component folder directly
+    _, vae_architecture = weights.read_component_weights(root / "vae", VAE)  # a component folder directly
     assert VAEConfig(**vae_architecture) == VAEConfig(**TINY_VAE)
 
 
 def test_diffusers_text_encoder_keys_config_and_tokenizer(pipeline_folder) -> None:
     root, _ = pipeline_folder
-    state, architecture = weights.read_component_weights(root, "text")
+    state, architecture = weights.read_component_weights(root, CLIP)
     assert set(state) == {"text_model.embeddings.token_embedding.weight"}  # prefixed, position_ids dropped
     assert architecture == {
         "hidden_act": "quick_gelu",
@@ -272,7 +277,7 @@ def test_diffusers_text_encoder_keys_config_and_tokenizer(pipeline_folder) -> No
 @pytest.mark.parametrize("config", [SD15_UNET_CONFIG, SD21_UNET_CONFIG], ids=["sd15", "sd21"])
 def test_real_unet_configs_map_onto_our_config(tmp_path: Path, config: dict) -> None:
     write_json(tmp_path / "unet/config.json", config)
-    mapped = UNetConfig(**weights.read_diffusers_config(tmp_path / "unet", "denoiser"))
+    mapped = UNetConfig(**weights.read_diffusers_config(tmp_path / "unet", UNET))
     assert mapped.cross_attention_dim == config["cross_attention_dim"]
     assert mapped.upcast_attention == config.get("upcast_attention", False)
     if config is SD15_UNET_CONFIG:
@@ -283,22 +288,22 @@ def test_config_written_by_installed_diffusers_maps(tmp_path: Path) -> None:
     diffusers = pytest.importorskip("diffusers")
     diffusers.UNet2DConditionModel(**TINY_UNET).save_config(tmp_path / "unet")
     diffusers.AutoencoderKL(**TINY_VAE).save_config(tmp_path / "vae")
-    UNetConfig(**weights.read_diffusers_config(tmp_path / "unet", "denoiser"))
-    assert VAEConfig(**weights.read_diffusers_config(tmp_path / "vae", "encoder")) == VAEConfig(**TINY_VAE)
+    UNetConfig(**weights.read_diffusers_config(tmp_path / "unet", UNET))
+    assert VAEConfig(**weights.read_diffusers_config(tmp_path / "vae", VAE)) == VAEConfig(**TINY_VAE)
 
 
 def test_fp16_variant_and_sharded_weights(tmp_path: Path) -> None:
     state = Small().state_dict()
     write_json(tmp_path / "a/unet/config.json", {})
     weights.save_state_dict(state, tmp_path / "a/unet/diffusion_pytorch_model.fp16.safetensors")
-    assert set(weights.read_component_weights(tmp_path / "a", "denoiser")[0]) == set(state)
+    assert set(weights.read_component_weights(tmp_path / "a", UNET)[0]) == set(state)
     write_json(tmp_path / "b/unet/config.json", {})
     rest = {k: v for k, v in state.items() if k != "proj.weight"}
     weights.save_state_dict({"proj.weight": state["proj.weight"]}, tmp_path / "b/unet/part-1.safetensors")
     weights.save_state_dict(rest, tmp_path / "b/unet/part-2.safetensors")
     index = {"weight_map": {k: "part-1.safetensors" if k == "proj.weight" else "part-2.safetensors" for k in state}}
     write_json(tmp_path / "b/unet/diffusion_pytorch_model.safetensors.index.json", index)
-    loaded, _ = weights.read_component_weights(tmp_path / "b", "denoiser")
+    loaded, _ = weights.read_component_weights(tmp_path / "b", UNET)
     assert len(loaded.files) == 2 and all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
@@ -310,7 +315,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     weights.save_state_dict({"w": torch.randn(64, 64)}, path)
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(WeightsError, match=r"cut\.safetensors: not a complete safetensors file") as caught:
-        weights.read_component_weights(path, "denoiser")
+        weights.read_component_weights(path, UNET)
     assert "truncated" in caught.value.hint
 
 
@@ -326,7 +331,7 @@ def test_pickle_checkpoints_are_refused_with_a_conversion_hint(tmp_path: Path, n
     path = tmp_path / name
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(WeightsError, match="pickle checkpoints are refused") as caught:
-        weights.read_component_weights(path, "denoiser")
+        weights.read_component_weights(path, UNET)
     assert "safetensors" in caught.value.hint
 
 
@@ -334,7 +339,7 @@ def test_bin_only_diffusers_folder_is_refused(tmp_path: Path) -> None:
     write_json(tmp_path / "unet/config.json", SD15_UNET_CONFIG)
     torch.save({}, tmp_path / "unet/diffusion_pytorch_model.bin")
     with pytest.raises(WeightsError, match=r"diffusion_pytorch_model\.bin: pickle checkpoints"):
-        weights.read_component_weights(tmp_path, "denoiser")
+        weights.read_component_weights(tmp_path, UNET)
 
 
 def test_folder_missing_config_json(tmp_path: Path) -> None:
@@ -342,34 +347,34 @@ def test_folder_missing_config_json(tmp_path: Path) -> None:
     (tmp_path / "unet").mkdir()
     weights.save_state_dict(Small().state_dict(), tmp_path / "unet/diffusion_pytorch_model.safetensors")
     with pytest.raises(WeightsError, match=r"unet: no config\.json"):
-        weights.read_component_weights(tmp_path, "denoiser")
+        weights.read_component_weights(tmp_path, UNET)
 
 
 def test_missing_subfolder_lists_what_is_there(tmp_path: Path) -> None:
     write_json(tmp_path / "model_index.json", {})
     write_json(tmp_path / "unet/config.json", {})
     with pytest.raises(WeightsError, match="no vae/ subfolder") as caught:
-        weights.read_component_weights(tmp_path, "encoder")
+        weights.read_component_weights(tmp_path, VAE)
     assert "model_index.json" in caught.value.hint and "unet" in caught.value.hint
 
 
 def test_config_for_a_different_architecture(tmp_path: Path) -> None:
     write_json(tmp_path / "unet/config.json", {**SD15_UNET_CONFIG, "_class_name": "UNet2DModel"})
     with pytest.raises(WeightsError, match="describes a UNet2DModel, but a denoiser here needs a UNet2DConditionModel"):
-        weights.read_component_weights(tmp_path, "denoiser", "diffusers")
+        weights.read_component_weights(tmp_path, UNET, "diffusers")
 
 
 def test_config_feature_we_lack(tmp_path: Path) -> None:
     write_json(tmp_path / "unet/config.json", {**SD15_UNET_CONFIG, "addition_embed_type": "text_time"})
     with pytest.raises(WeightsError, match=r"config\.json: addition_embed_type='text_time' is a feature"):
-        weights.read_component_weights(tmp_path, "denoiser")
+        weights.read_component_weights(tmp_path, UNET)
 
 
 def test_weights_for_a_different_architecture(tmp_path: Path) -> None:
     path = tmp_path / "big.safetensors"
     wider = UNet2DCondition(UNetConfig(**{**TINY_UNET, "block_out_channels": [16, 48]}))
     weights.save_state_dict(wider.state_dict(), path)
-    state, _ = weights.read_component_weights(path, "denoiser")
+    state, _ = weights.read_component_weights(path, UNET)
     with pytest.raises(WeightsError, match=r"big\.safetensors does not fit the model — shape mismatches: .*\(48, "):
         load_unet(state, source=str(path))
 
@@ -378,11 +383,11 @@ def test_single_file_without_the_component(tmp_path: Path) -> None:
     path = tmp_path / "unet-only.safetensors"
     state = {"model.diffusion_model.out.2.weight": torch.zeros(1), "cond_stage_model.model.x": torch.zeros(1)}
     weights.save_state_dict(state, path)
-    assert weights.detect_format(path) == "sd1-single-file"
+    assert weights.detect_format(path, UNET.checkpoint_layout) == "sd1-single-file"
     with pytest.raises(WeightsError, match=r"no first_stage_model\.\* keys for the encoder"):
-        weights.read_component_weights(path, "encoder")
+        weights.read_component_weights(path, VAE)
     with pytest.raises(WeightsError, match="OpenCLIP"):
-        weights.read_component_weights(path, "text")
+        weights.read_component_weights(path, CLIP)
 
 
 @pytest.mark.parametrize(
@@ -391,11 +396,25 @@ def test_single_file_without_the_component(tmp_path: Path) -> None:
 )
 def test_bad_kind_or_format(tmp_path: Path, kind: str, fmt: str, message: str) -> None:
     with pytest.raises(WeightsError, match=message):
-        weights.read_component_weights(tmp_path, kind, fmt)
+        weights.read_component_weights(tmp_path, SPECS[kind], fmt)
 
 
 def test_folder_that_is_no_checkpoint_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="neither a diffusers pipeline"):
         weights.detect_format(tmp_path)
     with pytest.raises(WeightsError, match="weights file not found"):
-        weights.read_component_weights(tmp_path / "nope.safetensors", "denoiser")
+        weights.read_component_weights(tmp_path / "nope.safetensors", UNET)
+
+
+def test_a_plugin_without_a_checkpoint_layout_reads_native_files_only(tmp_path: Path, pipeline_folder) -> None:
+    plain = dataclasses.replace(UNET, name="plain-unet", checkpoint_layout=None)
+    model = tiny_unet()
+    weights.save_state_dict(model.state_dict(), tmp_path / "unet.safetensors")
+    state, _ = weights.read_component_weights(tmp_path / "unet.safetensors", plain)
+    assert set(state) == set(model.state_dict())
+    single = tmp_path / "sd.safetensors"
+    weights.save_state_dict({"model.diffusion_model.out.2.weight": torch.zeros(1)}, single)
+    for path, fmt, named in ((pipeline_folder[0], "auto", "diffusers"), (single, "sd1-single-file", "sd1-single-file")):
+        message = f"denoiser plugin 'plain-unet' declares no checkpoint layout for the {named} format"
+        with pytest.raises(WeightsError, match=message):
+            weights.read_component_weights(path, plain, fmt)

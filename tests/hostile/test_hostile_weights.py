@@ -21,10 +21,13 @@ from torch import nn
 
 import core
 from core import DiffstackError, WeightsError, weights
+from plugins import clip_text, unet, vae_kl
 from plugins.clip_text import CLIPText
 from plugins.clip_text import Config as CLIPConfig
 
 FUZZ = settings(max_examples=200, deadline=None)
+UNET, VAE, CLIP = unet.SPEC, vae_kl.SPEC, clip_text.SPEC  # the plugins whose checkpoint layouts are read
+SPECS = {"denoiser": UNET, "encoder": VAE, "text": CLIP}
 
 
 def write_raw(path: Path, header: dict, data: bytes = b"", *, length: int | None = None) -> Path:
@@ -48,7 +51,7 @@ class Small(nn.Module):
 
 
 def load_small(path: Path, dtype: torch.dtype | None = None) -> nn.Module:
-    state, _ = weights.read_component_weights(path, "denoiser")
+    state, _ = weights.read_component_weights(path, UNET)
     return weights.build_with_weights(Small, state, component="denoiser 'small'", source=str(path), dtype=dtype)
 
 
@@ -77,7 +80,7 @@ def test_a_malformed_component_or_scheduler_config_names_the_file(tmp_path: Path
     write_json(tmp_path / "unet/config.json", {})
     weights.save_state_dict(Small().state_dict(), tmp_path / "unet/diffusion_pytorch_model.safetensors")
     write_json(tmp_path / file, content)
-    error = refused(message, weights.read_component_weights, tmp_path, "denoiser")
+    error = refused(message, weights.read_component_weights, tmp_path, UNET)
     assert str(error).startswith(str(tmp_path / file))
 
 
@@ -90,13 +93,13 @@ def test_odd_class_names_in_a_config_are_ignored_or_named(tmp_path: Path, archit
     write_json(tmp_path / "text_encoder/config.json", {"architectures": architectures, "_class_name": None})
     weights.save_state_dict({"w": torch.zeros(1)}, tmp_path / "text_encoder/model.safetensors")
     if refused_as is None:
-        weights.read_component_weights(tmp_path, "text", "diffusers")
+        weights.read_component_weights(tmp_path, CLIP, "diffusers")
     else:
         refused(
             rf"config\.json: describes a {re.escape(refused_as)}, but a text here needs a CLIPTextModel",
             weights.read_component_weights,
             tmp_path,
-            "text",
+            CLIP,
             "diffusers",
         )
 
@@ -131,13 +134,13 @@ def test_a_shard_index_is_checked_and_confined_to_its_folder(tmp_path: Path, wei
             key: shard.format(outside=outside) if isinstance(shard, str) else shard for key, shard in weight_map.items()
         }
     folder = sharded_folder(tmp_path, weight_map)
-    error = refused(message, weights.read_component_weights, folder, "denoiser")
+    error = refused(message, weights.read_component_weights, folder, UNET)
     assert "index.json" in str(error) or "part-" in str(error)
 
 
 def test_a_shard_inside_its_folder_still_loads(tmp_path: Path) -> None:
     folder = sharded_folder(tmp_path, {"proj.weight": "part-1.safetensors", "proj.bias": "./part-1.safetensors"})
-    state, _ = weights.read_component_weights(folder, "denoiser")
+    state, _ = weights.read_component_weights(folder, UNET)
     assert state.files == [folder / "unet/part-1.safetensors"]
 
 
@@ -160,7 +163,7 @@ def text_single_file(path: Path, change: dict[str, torch.Tensor | None]) -> Path
 
 
 def load_text(path: Path) -> nn.Module:
-    state, architecture = weights.read_component_weights(path, "text")
+    state, architecture = weights.read_component_weights(path, CLIP)
     config = CLIPConfig(**{**TINY_CLIP.model_dump(), **architecture})
     return weights.build_with_weights(lambda: CLIPText(config), state, component="text", source=str(path))
 
@@ -202,30 +205,30 @@ def test_a_damaged_single_file_lists_missing_keys_and_compares_shapes(tmp_path: 
 
 @pytest.mark.parametrize("kind", ["denoiser", "encoder"])
 def test_a_single_file_with_a_stray_key_names_what_its_architecture_needs(tmp_path: Path, kind: str) -> None:
-    prefix = weights.SINGLE_FILE_PREFIX[kind]
+    prefix = SPECS[kind].checkpoint_layout.single_file_prefix
     path = tmp_path / "stray.safetensors"
     weights.save_state_dict({prefix + "out.2.weight": torch.zeros(2), prefix + "decoder.up.7.x": torch.zeros(1)}, path)
     needed = "input_blocks.1.0.out_layers.3.weight" if kind == "denoiser" else "encoder.conv_in.weight"
-    refused(rf"missing keys: .*{re.escape(prefix + needed)}", weights.read_component_weights, path, kind)
+    refused(rf"missing keys: .*{re.escape(prefix + needed)}", weights.read_component_weights, path, SPECS[kind])
 
 
 def test_a_vae_attention_kernel_is_squeezed_only_when_it_is_1x1(tmp_path: Path) -> None:
     """A 3×3 kernel where a 1×1 conv projection belongs keeps its shape (a mismatch `load_into` reports)."""
-    prefix = weights.SINGLE_FILE_PREFIX["encoder"]
+    prefix = VAE.checkpoint_layout.single_file_prefix
     conv = torch.zeros(2, 2, 3, 3)
     names = ["encoder.conv_in.weight", "decoder.conv_out.weight", "encoder.down.0.block.0.conv2.weight"]
     state = {prefix + name: conv for name in [*names, "decoder.conv_in.weight", "encoder.mid.attn_1.q.weight"]}
     weights.save_state_dict(state, tmp_path / "vae.safetensors")
-    loaded, _ = weights.read_component_weights(tmp_path / "vae.safetensors", "encoder")
+    loaded, _ = weights.read_component_weights(tmp_path / "vae.safetensors", VAE)
     key = "encoder.mid_block.attentions.0.to_q.weight"
     assert loaded.shape(key) == loaded[key].shape == (2, 2, 3, 3)
 
 
 def test_a_single_file_key_with_a_huge_block_number_is_just_an_unexpected_key(tmp_path: Path) -> None:
-    prefix = weights.SINGLE_FILE_PREFIX["encoder"]
+    prefix = VAE.checkpoint_layout.single_file_prefix
     path = tmp_path / "vae.safetensors"
     weights.save_state_dict({prefix + f"decoder.up.{'9' * 5000}.block.0.w": torch.zeros(1)}, path)
-    refused(r"missing keys", weights.read_component_weights, path, "encoder")
+    refused(r"missing keys", weights.read_component_weights, path, VAE)
 
 
 # ─── 3. pickles told from damaged safetensors files by their structure ────────────────────────────────────
@@ -343,7 +346,7 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path: Path, fmt: str) -> Non
         r"pipe\.safetensors: not a regular file \(a fifo, socket or device\)",
         weights.read_component_weights,
         tmp_path / "pipe.safetensors",
-        "denoiser",
+        UNET,
         fmt,
     )
 
@@ -354,14 +357,14 @@ def test_a_fifo_config_json_is_refused(tmp_path: Path) -> None:
         r"config\.json: not a regular file .* where a JSON file is expected",
         weights.read_component_weights,
         tmp_path,
-        "denoiser",
+        UNET,
     )
 
 
 @pytest.mark.parametrize("fmt", ["native", "sd1-single-file"])
 def test_a_folder_for_a_file_format_says_so(tmp_path: Path, fmt: str) -> None:
     error = refused(
-        r"a folder where a \.safetensors file is expected", weights.read_component_weights, tmp_path, "denoiser", fmt
+        r"a folder where a \.safetensors file is expected", weights.read_component_weights, tmp_path, UNET, fmt
     )
     assert "format: auto" in error.hint
 
@@ -384,14 +387,14 @@ def test_a_tokenizer_path_in_native_metadata_is_confined(tmp_path: Path, tokeniz
     path = tmp_path / "text.safetensors"
     save_file({"w": torch.zeros(1)}, str(path), metadata={"config": config})
     error = refused(
-        r"text\.safetensors: the `config` metadata: `tokenizer` ", weights.read_component_weights, path, "text"
+        r"text\.safetensors: the `config` metadata: `tokenizer` ", weights.read_component_weights, path, CLIP
     )
     assert "points outside" in str(error) or "must be a relative path" in str(error)
 
 
 def test_a_tokenizer_path_inside_the_folder_is_resolved_against_it(tmp_path: Path) -> None:
     save_file({"w": torch.zeros(1)}, str(tmp_path / "t.safetensors"), metadata={"config": '{"tokenizer": "tok"}'})
-    _, architecture = weights.read_component_weights(tmp_path / "t.safetensors", "text")
+    _, architecture = weights.read_component_weights(tmp_path / "t.safetensors", CLIP)
     assert architecture == {"tokenizer": str(tmp_path / "tok")}
 
 
@@ -402,7 +405,7 @@ def test_a_tokenizer_path_in_a_diffusers_config_is_confined(tmp_path: Path) -> N
         r"text_encoder/config\.json: `tokenizer` '/etc' points outside",
         weights.read_component_weights,
         tmp_path,
-        "text",
+        CLIP,
     )
 
 
@@ -419,7 +422,7 @@ ARCHITECTURE_KEYS = [
     "text_model.embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
     "text_model.encoder.layers.0.mlp.fc1.weight", "embeddings.position_ids",
 ]  # fmt: skip
-PREFIXES = ["", *weights.SINGLE_FILE_PREFIX.values()]
+PREFIXES = ["", *(spec.checkpoint_layout.single_file_prefix for spec in SPECS.values())]
 KEYS = st.one_of(st.builds(str.__add__, st.sampled_from(PREFIXES), st.sampled_from(ARCHITECTURE_KEYS)), st.text())
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -466,7 +469,8 @@ def safetensors_bytes(draw: st.DrawFn) -> bytes:
 
 def read_everything(path: Path, kind: str) -> None:
     """Each loader entry point on `path`, each returned tensor read; only DiffstackErrors may come out."""
-    for call in (lambda: weights.load_state_dict(path), lambda: weights.read_component_weights(path, kind, "auto")):
+    spec = SPECS[kind]
+    for call in (lambda: weights.load_state_dict(path), lambda: weights.read_component_weights(path, spec, "auto")):
         try:
             result = call()
             state = result if isinstance(result, dict) else result[0]
@@ -500,7 +504,7 @@ def test_any_diffusers_json_is_read_or_is_a_diffstack_error(tmp_path_factory, co
     write_json(root / "unet/diffusion_pytorch_model.safetensors.index.json", {"weight_map": weight_map})
     for kind in ("denoiser", "text"):
         try:
-            weights.read_component_weights(root / "unet", kind, "diffusers")
+            weights.read_component_weights(root / "unet", SPECS[kind], "diffusers")
         except DiffstackError:
             pass
 

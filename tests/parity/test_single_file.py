@@ -1,10 +1,10 @@
-"""Original single-file SD 1.x checkpoints, verified independently of `core.weights`' key tables.
+"""Original single-file SD 1.x checkpoints, verified independently of the plugins' key tables (their layouts).
 
 A random tiny diffusers U-Net and VAE and a transformers CLIP text model are written out in the CompVis/LDM
 layout by this file's own diffusers → LDM conversion (`ldm_checkpoint`, the inverse direction, written
-separately). The file is then loaded (1) into our modules through `core.weights` and (2) into diffusers
-through its own `from_single_file` converter, offline with local configs; both must reproduce (3) the
-original model's outputs.
+separately). The file is then loaded (1) into our modules through `core.weights` and the plugins'
+`CheckpointLayout`s and (2) into diffusers through its own `from_single_file` converter, offline with local
+configs; both must reproduce (3) the original model's outputs.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import pytest
 import torch
 
 from core import weights
+from plugins import clip_text, unet, vae_kl
 from plugins.unet import Config as UNetConfig
 from plugins.unet import UNet2DCondition
+from plugins.unet import single_file_names as unet_single_file_names
 from plugins.vae_kl import AutoencoderKL
 from plugins.vae_kl import Config as VAEConfig
+from plugins.vae_kl import single_file_names as vae_single_file_names
 
+SPECS = {"denoiser": unet.SPEC, "encoder": vae_kl.SPEC, "text": clip_text.SPEC}
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
@@ -150,7 +154,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
 
 
 def ours(file: Path, kind: str, build, config_type, **overrides):
-    state, architecture = weights.read_component_weights(file, kind)
+    state, architecture = weights.read_component_weights(file, SPECS[kind])
     config = config_type(**{**architecture, **overrides})
     module = weights.build_with_weights(lambda: build(config), state, component=kind, source=str(file))
     return module.eval(), architecture
@@ -165,7 +169,8 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 
 def test_format_detected(checkpoint) -> None:
-    assert weights.detect_format(checkpoint[0]) == "sd1-single-file"
+    for spec in SPECS.values():
+        assert weights.detect_format(checkpoint[0], spec.checkpoint_layout) == "sd1-single-file"
 
 
 def test_unet_three_ways(checkpoint) -> None:
@@ -204,7 +209,7 @@ def test_vae_three_ways(checkpoint) -> None:
 
 def test_text_keys_are_transformers_names(checkpoint) -> None:
     file, _, originals = checkpoint
-    state, architecture = weights.read_component_weights(file, "text")
+    state, architecture = weights.read_component_weights(file, SPECS["text"])
     reference = {"text_model." + k.removeprefix("text_model."): v for k, v in originals["text"].state_dict().items()}
     assert set(state) == set(reference)
     for key, value in reference.items():
@@ -219,10 +224,10 @@ def test_sd15_sized_layouts_map_back_to_ours() -> None:
         unet, vae = UNet2DCondition(UNetConfig()), AutoencoderKL(VAEConfig())
     up_attention = ["CrossAttn" in kind for kind in UNetConfig().up_block_types]
     shapes = {ldm_unet_key(k, 2, up_attention): tuple(v.shape) for k, v in unet.state_dict().items()}
-    names, architecture = weights._ldm_unet(shapes)
+    names, architecture = unet_single_file_names(shapes)
     assert len(shapes) == 686 and set(names) == set(unet.state_dict())
     assert UNetConfig(**architecture) == UNetConfig()
     shapes = {ldm_vae_key(k, 4): tuple(v.shape) for k, v in vae.state_dict().items()}
-    names, architecture = weights._ldm_vae(shapes)
+    names, architecture = vae_single_file_names(shapes)
     assert set(names) == set(vae.state_dict())
     assert VAEConfig(**architecture) == VAEConfig()
