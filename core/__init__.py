@@ -45,6 +45,7 @@ from core.pipeline import Pipeline
 from core.plugin_manager import PluginManager
 from core.registry import Registry, load_registry
 from core.scheduler_from_diffusers import scheduler_from_diffusers
+from core.stand_in import StandIn
 
 try:
     __version__ = version("diffstack")
@@ -54,6 +55,7 @@ except PackageNotFoundError:
 __all__ = [
     "KINDS",
     "CheckpointLayout",
+    "StandIn",
     "ComponentSpec",
     "ConfigError",
     "Dataset",

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from core.checkpoint_layout import CheckpointLayout
 from core.errors import PluginError
 from core.interfaces import KINDS, Kind
+from core.stand_in import StandIn
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -27,7 +28,9 @@ class ComponentSpec:
     so checking a big model never instantiates its full-size default;
     description: one line for `diffstack list components`;
     checkpoint_layout: for a model part, how its weights are laid out in diffusers folders and original
-    single-file checkpoints (`core.CheckpointLayout`); None: it loads native diffstack .safetensors files only.
+    single-file checkpoints (`core.CheckpointLayout`); None: it loads native diffstack .safetensors files only;
+    stands_in_for: classes of other libraries this component replaces (`core.StandIn`), e.g. a scheduler's
+    diffusers class, read by `core.scheduler_from_diffusers`.
     """
 
     kind: Kind
@@ -37,6 +40,7 @@ class ComponentSpec:
     example_config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     checkpoint_layout: CheckpointLayout | None = None
+    stands_in_for: tuple[StandIn, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"component {self.kind}/{self.name}"
@@ -56,6 +60,8 @@ class ComponentSpec:
                 f"{where}: checkpoint_layout must be a core.CheckpointLayout, "
                 f"got {type(self.checkpoint_layout).__name__}"
             )
+        if not all(isinstance(stand_in, StandIn) for stand_in in self.stands_in_for):
+            raise PluginError(f"{where}: stands_in_for must be a tuple of core.StandIn")
         if self.config.model_config.get("extra") != "forbid":
             raise PluginError(
                 f"{where}: config model {self.config.__qualname__} accepts unknown keys",

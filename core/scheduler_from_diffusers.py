@@ -2,7 +2,8 @@
 
 Config keys are diffusers' own names (docs/architecture.md), so most map one to one. Keys diffusers has and diffstack
 does not are accepted at the value where they change nothing (`INERT`) and refused otherwise; keys neither
-knows are reported in one warning; `PNDMScheduler`, which diffstack does not implement, becomes `lms` with a
+knows are reported in one warning. Which scheduler a diffusers class becomes is each scheduler plugin's own
+declaration (`ComponentSpec.stands_in_for`, `core.StandIn`): `lms` also stands in for `PNDMScheduler`, with a
 logged note. The scheduler is built through the plugin manager, like any other component.
 """
 
@@ -22,27 +23,6 @@ from core.plugin_manager import PluginManager
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "scheduler_config.json"
-
-PLUGIN_OF_CLASS = {
-    "DDPMScheduler": "ddpm",
-    "DDIMScheduler": "ddim",
-    "LMSDiscreteScheduler": "lms",
-    "EulerDiscreteScheduler": "euler",
-    "EulerAncestralDiscreteScheduler": "euler-ancestral",
-    "DPMSolverMultistepScheduler": "dpmpp-2m",
-    "PNDMScheduler": "lms",
-}
-
-NOTES = {
-    "PNDMScheduler": "PNDMScheduler (PLMS) has no diffstack implementation; using 'lms', the linear multistep "
-    "rule of the same order (4), with the same noise schedule and timesteps",
-}
-
-# keys of a class whose meaning the substitute cannot keep; dropped with the class's note
-DROPPED = {"PNDMScheduler": {"skip_prk_steps", "set_alpha_to_one"}}
-
-# diffusers' class defaults that differ from the substitute's own defaults
-CLASS_DEFAULTS = {"PNDMScheduler": {"timestep_spacing": "leading"}}
 
 # diffusers keys diffstack has no field for, at the value where they change nothing
 INERT: dict[str, Any] = {
@@ -79,17 +59,23 @@ def scheduler_from_diffusers(
     """
     config, source = _read(config_or_path)
     class_name = config.get("_class_name")
-    if class_name not in PLUGIN_OF_CLASS:
+    manager = plugins or PluginManager.discover()
+    stand_ins = {
+        stand_in.class_name: (name, stand_in)
+        for name in manager.names("scheduler")
+        for stand_in in manager.get("scheduler", name).spec.stands_in_for
+    }
+    if class_name not in stand_ins:
         raise ConfigError(
             f"{source}: _class_name {class_name!r} is not a scheduler diffstack can build",
-            hint=f"supported: {', '.join(PLUGIN_OF_CLASS)}",
+            hint=f"supported (the schedulers' `stands_in_for`): {', '.join(sorted(stand_ins))}",
         )
-    name = PLUGIN_OF_CLASS[class_name]
-    spec = (plugins or PluginManager.discover()).get("scheduler", name).spec
-    values = dict(CLASS_DEFAULTS.get(class_name, {}))
+    name, stand_in = stand_ins[class_name]
+    spec = manager.get("scheduler", name).spec
+    values = dict(stand_in.defaults)
     unknown, unsupported = [], []
     for key, value in config.items():
-        if key.startswith("_") or key in DROPPED.get(class_name, ()):
+        if key.startswith("_") or key in stand_in.dropped:
             continue
         if key in spec.config.model_fields:
             values[key] = value
@@ -99,8 +85,8 @@ def scheduler_from_diffusers(
             unsupported.append(f"{key}={value!r} (diffstack's {name!r} supports only {INERT[key]!r})")
     if unsupported:
         raise ConfigError(f"{source}: {class_name} options diffstack does not support: " + "; ".join(unsupported))
-    if class_name in NOTES:
-        log.warning("%s: %s", source, NOTES[class_name])
+    if stand_in.note is not None:
+        log.warning("%s: %s", source, stand_in.note)
     if unknown:
         log.warning("%s: ignoring keys %s has no use for: %s", source, class_name, ", ".join(sorted(unknown)))
     try:

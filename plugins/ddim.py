@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, StepOutput, VPScheduler, hookimpl, schedules
+from core import ComponentSpec, StandIn, StepOutput, VPScheduler, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 
@@ -50,4 +50,14 @@ class DDIM(VPScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "DDIM (Song et al. 2021): deterministic at eta=0, DDPM-like noise at eta=1"
-    return [ComponentSpec("scheduler", "ddim", DDIM, Config, description=about, example_config={"clip_sample": False})]
+    return [
+        ComponentSpec(
+            "scheduler",
+            "ddim",
+            DDIM,
+            Config,
+            description=about,
+            example_config={"clip_sample": False},
+            stands_in_for=(StandIn("DDIMScheduler"),),
+        )
+    ]

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, InputError, StepOutput, VPScheduler, hookimpl, schedules
+from core import ComponentSpec, InputError, StandIn, StepOutput, VPScheduler, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 VarianceType = Literal["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
@@ -76,4 +76,14 @@ class DDPM(VPScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "DDPM (Ho et al. 2020): ancestral sampling from the posterior, stochastic"
-    return [ComponentSpec("scheduler", "ddpm", DDPM, Config, description=about, example_config={"clip_sample": False})]
+    return [
+        ComponentSpec(
+            "scheduler",
+            "ddpm",
+            DDPM,
+            Config,
+            description=about,
+            example_config={"clip_sample": False},
+            stands_in_for=(StandIn("DDPMScheduler"),),
+        )
+    ]

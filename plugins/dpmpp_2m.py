@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, StepOutput, VPScheduler, hookimpl, schedules
+from core import ComponentSpec, StandIn, StepOutput, VPScheduler, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 
@@ -111,4 +111,13 @@ class DPMSolverPP2M(VPScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "DPM-Solver++ 2M (Lu et al. 2022): second-order multistep, deterministic"
-    return [ComponentSpec("scheduler", "dpmpp-2m", DPMSolverPP2M, Config, description=about)]
+    return [
+        ComponentSpec(
+            "scheduler",
+            "dpmpp-2m",
+            DPMSolverPP2M,
+            Config,
+            description=about,
+            stands_in_for=(StandIn("DPMSolverMultistepScheduler"),),
+        )
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, SigmaScheduler, StepOutput, hookimpl, schedules
+from core import ComponentSpec, SigmaScheduler, StandIn, StepOutput, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 
@@ -31,4 +31,8 @@ class Euler(SigmaScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "Euler (Karras et al. 2022): first-order ODE step in σ-space, deterministic"
-    return [ComponentSpec("scheduler", "euler", Euler, Config, description=about)]
+    return [
+        ComponentSpec(
+            "scheduler", "euler", Euler, Config, description=about, stands_in_for=(StandIn("EulerDiscreteScheduler"),)
+        )
+    ]

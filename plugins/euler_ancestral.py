@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from core import ComponentSpec, SigmaScheduler, StepOutput, hookimpl, schedules
+from core import ComponentSpec, SigmaScheduler, StandIn, StepOutput, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 
@@ -39,4 +39,13 @@ class EulerAncestral(SigmaScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "Euler ancestral (k-diffusion): Euler step plus fresh noise each step, stochastic"
-    return [ComponentSpec("scheduler", "euler-ancestral", EulerAncestral, Config, description=about)]
+    return [
+        ComponentSpec(
+            "scheduler",
+            "euler-ancestral",
+            EulerAncestral,
+            Config,
+            description=about,
+            stands_in_for=(StandIn("EulerAncestralDiscreteScheduler"),),
+        )
+    ]

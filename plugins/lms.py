@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from core import ComponentSpec, SigmaScheduler, StepOutput, hookimpl, schedules
+from core import ComponentSpec, SigmaScheduler, StandIn, StepOutput, hookimpl, schedules
 from core.discrete_scheduler import Noise
 
 
@@ -100,4 +100,12 @@ class LMS(SigmaScheduler):
 @hookimpl
 def diffstack_components() -> list[ComponentSpec]:
     about = "linear multistep (k-diffusion): exact Adams–Bashforth weights, order 1-4, deterministic"
-    return [ComponentSpec("scheduler", "lms", LMS, Config, description=about)]
+    plms = StandIn(
+        "PNDMScheduler",
+        note="PNDMScheduler (PLMS) has no diffstack implementation; using 'lms', the linear multistep rule of the "
+        "same order (4), with the same noise schedule and timesteps",
+        dropped=frozenset({"skip_prk_steps", "set_alpha_to_one"}),
+        defaults={"timestep_spacing": "leading"},
+    )
+    stand_ins = (StandIn("LMSDiscreteScheduler"), plms)
+    return [ComponentSpec("scheduler", "lms", LMS, Config, description=about, stands_in_for=stand_ins)]

@@ -473,3 +473,26 @@ def test_missing_or_broken_files_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / "scheduler_config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable JSON file"):
         scheduler_from_diffusers(tmp_path, plugins=PLUGINS)
+
+
+def test_a_third_party_scheduler_declares_the_diffusers_class_it_stands_in_for() -> None:
+    """`scheduler_from_diffusers` knows no scheduler by name: each plugin's `stands_in_for` says which classes it
+    replaces, so a third-party one is found the same way."""
+    import types
+
+    from core import ComponentSpec, ConfigError, PluginManager, StandIn, hookimpl
+    from core.plugin_manager import PluginInfo
+    from plugins.ddim import DDIM
+    from plugins.ddim import Config as DDIMConfig
+
+    plugin = types.SimpleNamespace(
+        diffstack_components=hookimpl(
+            lambda: [ComponentSpec("scheduler", "mine", DDIM, DDIMConfig, stands_in_for=(StandIn("MyScheduler"),))]
+        )
+    )
+    manager = PluginManager.discover(entry_points=False)
+    manager.register(plugin, PluginInfo("mine", "tests", "manual"))
+    scheduler = scheduler_from_diffusers({"_class_name": "MyScheduler", "eta": 0.5}, plugins=manager)
+    assert isinstance(scheduler, DDIM) and scheduler.config.eta == 0.5
+    with pytest.raises(ConfigError, match=r"supported \(the schedulers' `stands_in_for`\): .*MyScheduler"):
+        scheduler_from_diffusers({"_class_name": "OtherScheduler"}, plugins=manager)
