@@ -100,7 +100,9 @@ class Denoiser(Protocol):
 
     `__call__(sample, timestep, context)`: sample (B, in_channels, h, w); timestep a Python number, a 0-d
     tensor or a (B,) tensor, int or float, in [0, num_train_timesteps); context (B, L, context_dim)
-    → prediction (B, in_channels, h, w) in the dtype of `sample`.
+    → prediction (B, in_channels, h, w) in the dtype of `sample`. Optionally, `sample_size`: the latent side h = w
+    the model was trained at; a pipeline whose registry sets no default size generates at sample_size × the
+    encoder's downsample factor.
     """
 
     in_channels: int

@@ -39,7 +39,9 @@ from core.registry_schema import PipelineDefaults, PipelineLimits
 from core.scheduler_swap import carried_config
 from core.validation import validate_config
 
-FALLBACK_DEFAULTS = PipelineDefaults(height=512, width=512, steps=50, guidance_scale=7.5, negative_prompt="")
+FALLBACK_DEFAULTS = PipelineDefaults(steps=50, guidance_scale=7.5, negative_prompt="")
+"""diffstack's own fallbacks when neither the call nor the registry's `defaults` set a value; the image size
+instead comes from the model (`Pipeline._native_size`)."""
 
 InitImage = Image.Image | list[Image.Image]
 
@@ -194,11 +196,25 @@ class Pipeline:
         return Generation(pixels, settings, seconds)
 
     def _default(self, field: str, value: Any = None) -> Any:
-        """`value` if given, else the registry's default for `field`, else diffstack's fallback."""
+        """`value` if given, else the registry's default for `field`, else the model's own size (height, width)
+        or diffstack's fallback (`FALLBACK_DEFAULTS`)."""
         if value is not None:
             return value
         configured = getattr(self.defaults, field)
-        return configured if configured is not None else getattr(FALLBACK_DEFAULTS, field)
+        if configured is not None:
+            return configured
+        return self._native_size(field) if field in ("height", "width") else getattr(FALLBACK_DEFAULTS, field)
+
+    def _native_size(self, field: str) -> int:
+        """The image side the model was trained at: its denoiser's optional `sample_size` (latent side) times the
+        encoder's downsample factor; an InputError when the denoiser states none."""
+        sample_size = getattr(self.denoiser, "sample_size", None)
+        if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
+            raise InputError(
+                f"pipeline {self.name!r} sets no default {field} and its denoiser states no sample_size",
+                hint=f"pass {field}= (--{field}), or set `defaults: {{{field}: …}}` in the registry",
+            )
+        return sample_size * self.encoder.downsample_factor
 
     def _strength(self, strength: float | None) -> float:
         """img2img strength: the call's, else the pipeline's default, else its sampler's config, else 0.8."""

@@ -573,7 +573,10 @@ class Registry:
                 limits=decl.limits, plugin_manager=self.plugin_manager,
                 plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
             )  # fmt: skip
-            pipe.settings("")
+            # a pipeline may leave the size to every call (no default, no `sample_size`): a placeholder then
+            placeholder = None if getattr(pipe.denoiser, "sample_size", None) else pipe.encoder.downsample_factor
+            height, width = (placeholder if getattr(decl.defaults, f) is None else None for f in ("height", "width"))
+            pipe.settings("", height=height, width=width)
         except DiffstackError as exc:
             return [f"pipeline {name!r}: {exc.message}" if isinstance(exc, InputError) else exc.message]
         return []

@@ -48,7 +48,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sample_size: int = Field(64, ge=1, description="latent size the model was trained at (informational)")
+    sample_size: int = Field(64, ge=1, description="latent side the model was trained at: the default image size")
     in_channels: int = Field(4, ge=1)
     out_channels: int = Field(4, ge=1)
     down_block_types: tuple[DownBlockType, ...] = (
@@ -361,6 +361,7 @@ class UNet2DCondition(nn.Module):
         self.in_channels = config.in_channels
         self.context_dim = config.cross_attention_dim
         self.prediction_type = config.prediction_type
+        self.sample_size = config.sample_size
         ch = config.block_out_channels
         temb_ch = 4 * ch[0]
         n = len(ch)

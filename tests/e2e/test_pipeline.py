@@ -189,3 +189,24 @@ def test_an_init_image_means_img2img_on_the_bundled_default_pipeline():
     reference = from_pil([source])
     assert default.settings.strength == 0.8 and full.settings.strength == 1.0
     assert (default.pixels - reference).abs().mean() < (full.pixels - reference).abs().mean()
+
+
+def test_without_a_default_size_the_model_states_its_own(tiny_pipeline):
+    """No `defaults: {height, width}`: the denoiser's `sample_size` (latent side) × the encoder's downsample
+    factor; a denoiser stating none makes the call say what to pass."""
+    import dataclasses
+
+    from core.registry_schema import PipelineDefaults
+
+    bare = dataclasses.replace(tiny_pipeline, defaults=PipelineDefaults(steps=2))
+    side = tiny_pipeline.denoiser.sample_size * tiny_pipeline.encoder.downsample_factor
+    settings = bare.settings("a red circle")
+    assert (settings.height, settings.width) == (side, side) and (settings.steps, settings.guidance_scale) == (2, 7.5)
+
+    class Sizeless(torch.nn.Module):
+        in_channels, context_dim = tiny_pipeline.denoiser.in_channels, tiny_pipeline.denoiser.context_dim
+        prediction_type = "epsilon"
+
+    with pytest.raises(InputError, match="sets no default height and its denoiser states no sample_size"):
+        dataclasses.replace(bare, denoiser=Sizeless()).settings("a red circle")
+    assert dataclasses.replace(bare, denoiser=Sizeless()).settings("x", height=16, width=16).height == 16
