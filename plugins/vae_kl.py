@@ -264,17 +264,36 @@ class AutoencoderKL(nn.Module):
                 f"downsample factor {f}",
                 hint=f"resize or crop the image to multiples of {f}",
             )
-        moments = self.encoder(self._in_weight_dtype(images))
-        if self.quant_conv is not None:
-            moments = self.quant_conv(moments)
-        mean, logvar = moments.chunk(2, dim=1)  # (B, C, H/f, W/f) each
+        mean, logvar = self.posterior(self._in_weight_dtype(images))
         z = mean
         if sample:
-            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+            std = torch.exp(0.5 * logvar)
             noise_device = generator.device if generator is not None else mean.device
             eps = torch.randn(mean.shape, generator=generator, device=noise_device, dtype=mean.dtype).to(mean.device)
             z = mean + std * eps
         return (z * self.scaling_factor).to(images.dtype)
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [-1, 1], in the weights' dtype → (mean, logvar) of the unscaled diagonal Gaussian
+        posterior, each (B, C, H/f, W/f), logvar clamped to [-30, 20]: what an autoencoder objective trains
+        (`core.training.autoencoder.TrainableAutoencoder`)."""
+        moments = self.encoder(images)
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f), not clamped: the decoder as trained."""
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        return self.decoder(z)
+
+    def encoding_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the image → posterior half (encoder, quant_conv): frozen when only the decoder
+        is fine-tuned."""
+        parts = [self.encoder] + ([self.quant_conv] if self.quant_conv is not None else [])
+        return [parameter for part in parts for parameter in part.parameters()]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (B, C, h, w), scaled → images (B, out_channels, h·f, w·f), clamped to [-1, 1]."""
@@ -297,9 +316,7 @@ class AutoencoderKL(nn.Module):
         tile = self.config.sample_size // self.downsample_factor  # latent tile size
         if self.config.decode_tiling and max(z.shape[-2:]) > tile:
             return self._decode_tiled(z, tile)
-        if self.post_quant_conv is not None:
-            z = self.post_quant_conv(z)
-        return self.decoder(z)
+        return self.decode_unscaled(z)
 
     def _decode_tiled(self, z: torch.Tensor, tile: int) -> torch.Tensor:
         """Decode overlapping latent tiles (stride tile·(1−overlap)), fade each into its upper and left

@@ -1,14 +1,14 @@
 """Training a KL-regularised autoencoder: reconstruction + β·KL — Kingma & Welling (2014), "Auto-Encoding
 Variational Bayes"; Rombach et al. (2022), "High-Resolution Image Synthesis with Latent Diffusion Models".
 
-    moments = quant_conv(encoder(x))            mean, logvar (B, C, h, w)
+    mean, logvar = posterior(x)                 (B, C, h, w) each
     z = mean + exp(logvar / 2)·ε                the reparameterised posterior sample
-    x̂ = decoder(post_quant_conv(z))             (B, 3, H, W)
+    x̂ = decode_unscaled(z)                      (B, 3, H, W)
     loss = ‖x̂ − x‖² (mean over pixels) + β · KL(N(mean, σ²) ‖ N(0, 1)) (mean over latent elements)
 
-The autoencoder must have the AutoencoderKL module layout that diffusers and diffstack's `vae-kl` share
-(`encoder`, `quant_conv`, `post_quant_conv`, `decoder`); the unscaled posterior is what is trained, and
-`scaling_factor` is measured afterwards (`latent_scale`) so that diffusion sees unit-variance latents.
+The autoencoder provides those two methods (`TrainableAutoencoder`; diffstack's `vae-kl` does), so nothing
+here knows its modules; the unscaled posterior is what is trained, and `scaling_factor` is measured afterwards
+(`latent_scale`) so that diffusion sees unit-variance latents.
 """
 
 from __future__ import annotations
@@ -30,13 +30,20 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
-class AutoencoderKL(Protocol):
-    """The module layout trained here (diffusers' AutoencoderKL, diffstack's `vae-kl`)."""
+class TrainableAutoencoder(Protocol):
+    """What an encoder plugin provides to be trained here (diffstack's `vae-kl` does)."""
 
-    encoder: nn.Module
-    quant_conv: nn.Module | None
-    post_quant_conv: nn.Module | None
-    decoder: nn.Module
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [-1, 1] → (mean, logvar), each (B, C, H/f, W/f), unscaled."""
+        ...
+
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f)."""
+        ...
+
+    def encoding_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the image → posterior half, frozen when only the decoder is fine-tuned."""
+        ...
 
 
 class KLAutoencoderObjective:
@@ -60,19 +67,11 @@ class KLAutoencoderObjective:
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) in [-1, 1] → (mean, logvar), each (B, C, H/f, W/f), unscaled."""
-        vae = cast(AutoencoderKL, self.module)
-        moments = vae.encoder(images)
-        if vae.quant_conv is not None:
-            moments = vae.quant_conv(moments)
-        mean, logvar = moments.chunk(2, dim=1)
-        return mean, logvar.clamp(-30.0, 20.0)
+        return cast(TrainableAutoencoder, self.module).posterior(images)
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f)."""
-        vae = cast(AutoencoderKL, self.module)
-        if vae.post_quant_conv is not None:
-            z = vae.post_quant_conv(z)
-        return vae.decoder(z)
+        return cast(TrainableAutoencoder, self.module).decode_unscaled(z)
 
     def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         images, _ = sample_batch(self.dataset, batch_size, generator)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -23,7 +23,7 @@ from core import schedules
 from core.create import create
 from core.interfaces import Dataset
 from core.training import recipes
-from core.training.autoencoder import KLAutoencoderObjective, latent_scale, psnr
+from core.training.autoencoder import KLAutoencoderObjective, TrainableAutoencoder, latent_scale, psnr
 from core.training.contrastive import ContrastiveObjective
 from core.training.data import stack
 from core.training.diffusion import DiffusionObjective, cache_contexts, cache_latents
@@ -130,8 +130,8 @@ def run_unet(config: TrainConfig, out: Path, model_dir: Path, *, resume: bool, d
     """Train the denoiser on cached latents and contexts, export its EMA weights (float16); returns
     {"result", "latent_std"}."""
     recipe = recipes.UNET
-    text_info = component_info(model_dir / recipes.WEIGHT_FILES["clip"])
-    unet_config = {**recipe["config"], "cross_attention_dim": text_info["config"]["hidden_size"]}
+    text = load_component(model_dir / recipes.WEIGHT_FILES["clip"])
+    unet_config = {**recipe["config"], "cross_attention_dim": text.embedding_dim}
     cache = unet_cache(model_dir, out, recipe["cached_images"], config.seed, device)
     torch.manual_seed(config.seed)
     unet = create("denoiser", recipe["plugin"], **unet_config).to(device)
@@ -169,8 +169,8 @@ def run_decoder(
     images = fresh_images(FRESH_IMAGES, config.seed, device)
     vae = load_component(path, device=device)
     before = vae_psnr(vae, images)
-    for part in (vae.encoder, vae.quant_conv):
-        part.requires_grad_(False)
+    for parameter in cast(TrainableAutoencoder, vae).encoding_parameters():
+        parameter.requires_grad_(False)
     objective = KLAutoencoderObjective(
         vae,
         dataset("train", config.seed + TRAIN_SEED_OFFSET + 1),
