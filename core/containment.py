@@ -7,16 +7,22 @@ diffstack calls plugin code it lets a `DiffstackError` through and turns every o
 the failure itself). One exception passes: a real Ctrl-C. The CLI counts SIGINTs while it runs
 (`tracking_interrupts`), so a `KeyboardInterrupt` without a SIGINT behind it is the plugin's own; a library
 caller that does not track interrupts keeps every `KeyboardInterrupt` as it is.
+
+A pipeline run calls five parts that call each other (the sampler calls the scheduler and the denoiser), so
+its failures are attributed afterwards (`attributed`): the culprit is the innermost traceback frame whose
+`self` is one of the run's parts. The caller's own step callback is not plugin code: `CallbackFailed` carries
+its exceptions past the sampler, untouched.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
+import torch
 from pydantic import ValidationError
 
 from core.errors import DiffstackError, PluginError
@@ -85,3 +91,43 @@ def contained(what: str, *, hint: str | None = None) -> Iterator[None]:
         if not is_plugin_failure(exc):
             raise
         raise PluginError(f"{what} raised {summary(exc)}", hint=hint) from exc
+
+
+Part = tuple[str, object]
+"""(plugin name, the object the pipeline built from it), keyed by kind."""
+
+
+class CallbackFailed(Exception):
+    """Carries an exception raised by the caller's step callback out of the sampler."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def culprit(exc: BaseException, parts: Mapping[str, Part]) -> tuple[str, str] | None:
+    """(kind, plugin name) of the innermost traceback frame whose `self` is one of `parts`, or None."""
+    found = None
+    frame = exc.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        found = next(((kind, name) for kind, (name, part) in parts.items() if part is owner), found)
+        frame = frame.tb_next
+    return found
+
+
+def attributed(exc: BaseException, pipeline: str, parts: Mapping[str, Part]) -> DiffstackError:
+    """The diffstack error to raise for `exc` (any exception, `SystemExit` included), escaped from a run of
+    `pipeline`: a PluginError naming the part whose code raised it, or a DiffstackError saying memory ran out."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return DiffstackError(
+            f"pipeline {pipeline!r} ran out of memory: {summary(exc)}",
+            hint="generate fewer images at once (--num-images), smaller (--height/--width), or in float16",
+        )
+    found = culprit(exc, parts)
+    where = f"pipeline {pipeline!r}" if found is None else f"{found[0]} plugin {found[1]!r} of pipeline {pipeline!r}"
+    check = "" if found is None else f"`diffstack check {found[0]}/{found[1]} [--registry FILE]` runs its contract; "
+    return PluginError(
+        f"{where} raised {summary(exc)}",
+        hint=f"a bug in the plugin or an input it cannot handle; {check}`diffstack --debug …` shows the traceback",
+    )

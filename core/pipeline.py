@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from core.containment import is_plugin_failure
+from core.containment import CallbackFailed, attributed, contained, is_plugin_failure
 from core.errors import DiffstackError, InputError, RegistryError, SwapWarning
 from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
 from core.images import from_pil
@@ -33,7 +33,6 @@ from core.interfaces import (
     StepEvent,
     TextConditioner,
 )
-from core.plugin_failure import CallbackFailed, attributed
 from core.plugin_manager import PluginManager
 from core.registry_schema import PipelineDefaults, PipelineLimits
 from core.scheduler_swap import carried_config
@@ -144,9 +143,10 @@ class Pipeline:
         """Generate with `settings` as `settings()` resolved and validated them; `image` for img2img.
 
         An exception from a part that is not a DiffstackError becomes a `PluginError` naming that part's plugin
-        (`core.plugin_failure`); one from `callback` propagates as it is.
+        (`core.containment.attributed`); one from `callback` propagates as it is.
         """
-        scheduler = self._scheduler_for(settings)
+        with contained(f"scheduler plugin {settings.scheduler!r} of pipeline {self.name!r}, building it,"):
+            scheduler = self._scheduler_for(settings)
         try:
             return self._generate(settings, scheduler, image, callback, progress)
         except CallbackFailed as failed:

@@ -82,3 +82,19 @@ def test_generate_prints_one_error_line_for_a_plugin_bug(tiny_registry, tmp_path
     assert err.startswith("error: scheduler plugin 'ddim' of pipeline 'tiny' raised ValueError"), err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_whose_constructor_fails_for_a_run_is_named(tiny_pipeline):
+    class RefusesCopies(DDIM):
+        built = 0
+
+        def __init__(self, config):
+            type(self).built += 1
+            if type(self).built > 1:
+                raise TypeError("__init__() got an unexpected keyword argument")
+            super().__init__(config)
+
+    pipe = broken(tiny_pipeline, scheduler=RefusesCopies(tiny_pipeline.scheduler.config))
+    expected = r"^scheduler plugin 'broken-scheduler' of pipeline 'tiny', building it, raised TypeError"
+    with pytest.raises(PluginError, match=expected):
+        pipe("a red circle", seed=1)
