@@ -25,7 +25,7 @@ def add_parser(commands: Any) -> None:
         "the data set's analyser and print per-attribute accuracy, plus the encoder's PSNR on fresh images and a "
         "contact sheet of prompts × seeds.",
     )
-    parser.add_argument("pipeline", nargs="?", default="shapes-tiny")
+    parser.add_argument("pipeline", nargs="?", help="pipeline name (default: the registry's default_pipeline)")
     parser.add_argument("--registry", metavar="FILE", help="registry file (default: the registry in use)")
     parser.add_argument("--n", type=int, default=200, help="captions to generate (default 200)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     psnr = stages.vae_psnr(pipe.encoder, stages.fresh_images(256, args.seed, pipe.device).to(pipe.dtype))
     seconds = time.perf_counter() - began
     print(
-        f"{args.pipeline}: {args.n} captions, {settings.steps} steps, guidance {settings.guidance_scale}, "
+        f"{pipe.name}: {args.n} captions, {settings.steps} steps, guidance {settings.guidance_scale}, "
         f"{seconds:.0f} s on {pipe.device}"
     )
     names = list(results["seen"])
