@@ -371,6 +371,16 @@ class Registry:
         """The validated declaration of component `name`."""
         return _lookup(self._components, name, "component", self.path)
 
+    def _where(self, pipeline: str, slot: str) -> str:
+        """How messages name the part in `slot` of `pipeline`: `component 'x'` for a named one (shared between
+        pipelines), `pipeline 'p' -> slot` for an inline block."""
+        ref = getattr(self.pipeline_declaration(pipeline), slot)
+        return f"component {ref!r}" if isinstance(ref, str) else f"pipeline {pipeline!r} -> {slot}"
+
+    def _plugins_of(self, pipeline: str) -> dict[str, str]:
+        """The plugin name of each part of `pipeline`, by kind."""
+        return {kind: self.block(pipeline, kind).plugin for kind in PIPELINE_KINDS}
+
     def block(self, pipeline: str, slot: str) -> InlineComponent:
         """The component block that fills `slot` of `pipeline`: its inline block, or the named component's."""
         ref = getattr(self.pipeline_declaration(pipeline), slot)
@@ -407,7 +417,7 @@ class Registry:
             defaults=decl.defaults,
             limits=decl.limits,
             plugin_manager=self.plugin_manager,
-            plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
+            plugins=self._plugins_of(name),
         )
 
     def build_component(
@@ -431,12 +441,11 @@ class Registry:
         block = self.block(pipeline, slot)
         fill = decl.weights if slot in MODEL_KINDS else None
         chosen = block.weights or fill
+        where = self._where(pipeline, slot)
         if isinstance(ref, str):
             key: tuple[Any, ...] = ("component", ref, chosen, device, dtype)
-            where = f"component {ref!r}"
         else:
             key = ("inline", pipeline, slot, device, dtype)
-            where = f"pipeline {pipeline!r} -> {slot}"
 
         def plain() -> Any:
             return self._instantiate(slot, block, chosen, where, device, dtype)
@@ -501,7 +510,7 @@ class Registry:
             for slot in PIPELINE_KINDS:
                 ref = getattr(pipeline, slot)
                 if isinstance(ref, InlineComponent):
-                    blocks.append((slot, ref, f"pipeline {name!r} -> {slot}"))
+                    blocks.append((slot, ref, self._where(name, slot)))
         problems, built = [], {}
         for kind, block, where in blocks:
             config = self.plugin_manager.get(kind, block.plugin).spec.config.model_validate(block.config)
@@ -513,11 +522,8 @@ class Registry:
                     built[where] = self._build_checked(kind, block, config, where)
             except DiffstackError as exc:
                 problems.append(exc.message)
-        for name, pipeline in self._pipelines.items():
-            refs = {slot: getattr(pipeline, slot) for slot in PIPELINE_KINDS}
-            wheres = {
-                s: f"component {r!r}" if isinstance(r, str) else f"pipeline {name!r} -> {s}" for s, r in refs.items()
-            }
+        for name in self._pipelines:
+            wheres = {slot: self._where(name, slot) for slot in PIPELINE_KINDS}
             if all(where in built for where in wheres.values()):
                 problems.extend(self._check_pipeline(name, {slot: built[where] for slot, where in wheres.items()}))
         return problems
@@ -532,11 +538,10 @@ class Registry:
                 refs[(f"component {name!r}", decl.weights)] = (decl.kind, decl)
         for name, pipeline in self._pipelines.items():
             for slot in MODEL_KINDS:
-                ref, block = getattr(pipeline, slot), self.block(name, slot)
+                block = self.block(name, slot)
                 chosen = block.weights or pipeline.weights
-                where = f"component {ref!r}" if isinstance(ref, str) else f"pipeline {name!r} -> {slot}"
                 if chosen is not None:
-                    refs[(where, chosen)] = (slot, block)
+                    refs[(self._where(name, slot), chosen)] = (slot, block)
         problems, skipped = [], []
         for (where, weights_ref), (kind, block) in refs.items():
             unset = [name for name in VARIABLE.findall(weights_ref.path) if not os.environ.get(name)]
@@ -571,7 +576,7 @@ class Registry:
             pipe = Pipeline(
                 name, **parts, device=torch.device("meta"), dtype=torch.float32, defaults=decl.defaults,
                 limits=decl.limits, plugin_manager=self.plugin_manager,
-                plugins={kind: self.block(name, kind).plugin for kind in PIPELINE_KINDS},
+                plugins=self._plugins_of(name),
             )  # fmt: skip
             # a pipeline may leave the size to every call (no default, no `sample_size`): a placeholder then
             placeholder = None if getattr(pipe.denoiser, "sample_size", None) else pipe.encoder.downsample_factor
