@@ -11,7 +11,7 @@ Public surface (docs/architecture.md)::
 from importlib.metadata import PackageNotFoundError, version
 
 from core import schedules
-from core.checkpoint_layout import CheckpointLayout
+from core.checkpoint_layout import CheckpointLayout, FileTensor
 from core.component_spec import ComponentSpec
 from core.create import available_plugins, create
 from core.discrete_scheduler import SigmaScheduler, VPScheduler
@@ -28,6 +28,7 @@ from core.generation import Generation, Settings
 from core.hookspecs import hookimpl
 from core.interfaces import (
     KINDS,
+    Conditioning,
     Dataset,
     Denoiser,
     Encoder,
@@ -55,6 +56,7 @@ except PackageNotFoundError:
 __all__ = [
     "KINDS",
     "CheckpointLayout",
+    "FileTensor",
     "StandIn",
     "ComponentSpec",
     "ConfigError",
@@ -80,6 +82,7 @@ __all__ = [
     "StepEvent",
     "StepOutput",
     "TextConditioner",
+    "Conditioning",
     "UnknownComponentError",
     "VPScheduler",
     "WeightsError",

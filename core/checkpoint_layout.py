@@ -1,7 +1,7 @@
 """`CheckpointLayout`: how a model plugin's weights are laid out in checkpoints written by other libraries.
 
 `core.weights` reads three formats. A `native` file (the part's own parameter names) needs nothing from the
-plugin. A `diffusers` folder and an original `sd1-single-file` checkpoint name the tensors, the folders and the
+plugin. A `diffusers` folder and an original `single-file` checkpoint name the tensors, the folders and the
 architecture as the library that wrote them does; a plugin that can load them says how in a `CheckpointLayout`
 attached to its `ComponentSpec` (`checkpoint_layout=`). `core.weights` keeps the generic work — safetensors
 I/O, shard indexes, class-name checks, confinement of paths, strict loading and every error message — and asks
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import PluginError
 
@@ -28,9 +28,24 @@ that only matters for training)."""
 Shapes = dict[str, tuple[int, ...]]
 """Tensor shapes by name, as a single-file reader receives them (names without the layout's prefix)."""
 
-SingleFileNames = dict[str, tuple[str, bool]]
-"""Our tensor name → (the file's name without the prefix, squeeze): `squeeze` reads an (O, I, 1, 1) kernel as
-an (O, I) Linear weight."""
+
+class FileTensor(NamedTuple):
+    """Which tensor of a single file fills one of our tensors, and how it is read.
+
+    key: the file's name for it, without the layout's prefix; squeeze: an (O, I, 1, 1) conv kernel read as an
+    (O, I) Linear weight; rows: (start, stop), only those rows of dim 0 (one of the query/key/value blocks of a
+    fused (3·D, D) attention projection); transpose: a 2-D tensor read transposed (a (D, P) projection applied
+    as x @ W, read as a (P, D) Linear weight). A plain `(key, squeeze)` tuple reads as `FileTensor(key, squeeze)`.
+    """
+
+    key: str
+    squeeze: bool = False
+    rows: tuple[int, int] | None = None
+    transpose: bool = False
+
+
+SingleFileNames = dict[str, FileTensor]
+"""Our tensor name → the file's tensor (`FileTensor`) that fills it."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,10 @@ class CheckpointLayout:
     single_file_names: `(shapes) -> (names, architecture)`: from the shapes of the part's tensors (names
       without the prefix), our name for each tensor (`SingleFileNames`) and the Config fields the shapes tell;
       raises `Unreadable` when tensors it needs for that are missing or misshapen.
+
+    A part assembled from models that checkpoints keep apart (SDXL's conditioner: two text encoders, two
+    subfolders, two prefixes) sets only `parts`: attribute → that sub-model's own layout. Each is read as a
+    part of its own; its tensors are named `attribute.<name>` and its architecture nests under `attribute`.
     """
 
     diffusers_subfolder: str | None = None
@@ -82,6 +101,7 @@ class CheckpointLayout:
     single_file_family: tuple[str, ...] = ()
     single_file_lookalikes: Mapping[str, str] = field(default_factory=dict)
     single_file_names: Callable[[Shapes], tuple[SingleFileNames, dict[str, Any]]] | None = None
+    parts: Mapping[str, CheckpointLayout] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.single_file_prefix is None) != (self.single_file_names is None):
@@ -89,19 +109,31 @@ class CheckpointLayout:
                 "a CheckpointLayout sets single_file_prefix and single_file_names together, or neither",
                 hint="single_file_names reads the keys under single_file_prefix",
             )
+        if self.parts and (self.diffusers_subfolder is not None or self.single_file_prefix is not None):
+            raise PluginError(
+                "a CheckpointLayout with parts sets no subfolder or prefix of its own",
+                hint="each part's layout says where that part lives",
+            )
 
     @property
     def reads_diffusers(self) -> bool:
-        return self.diffusers_subfolder is not None
+        return self.diffusers_subfolder is not None or any(part.reads_diffusers for part in self.parts.values())
 
     @property
     def reads_single_file(self) -> bool:
-        return self.single_file_prefix is not None
+        return self.single_file_prefix is not None or any(part.reads_single_file for part in self.parts.values())
 
     @property
     def single_file_markers(self) -> tuple[str, ...]:
         """The key prefixes that make `format: auto` read a file as a single file for this part."""
-        return (*([self.single_file_prefix] if self.single_file_prefix else []), *self.single_file_family)
+        own = (*([self.single_file_prefix] if self.single_file_prefix else []), *self.single_file_family)
+        return tuple(dict.fromkeys([*own, *(m for part in self.parts.values() for m in part.single_file_markers)]))
+
+    @property
+    def diffusers_subfolders(self) -> tuple[str, ...]:
+        """The subfolders of a diffusers pipeline folder this part is read from."""
+        own = () if self.diffusers_subfolder is None else (self.diffusers_subfolder,)
+        return (*own, *(s for part in self.parts.values() for s in part.diffusers_subfolders))
 
 
 class Unreadable(Exception):

@@ -10,7 +10,7 @@ Shape letters: B batch, C latent channels, f encoder downsample factor, H/W imag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args, runtime_checkable
 
@@ -103,6 +103,12 @@ class Denoiser(Protocol):
     → prediction (B, in_channels, h, w) in the dtype of `sample`. Optionally, `sample_size`: the latent side h = w
     the model was trained at; a pipeline whose registry sets no default size generates at sample_size × the
     encoder's downsample factor.
+
+    Conditioning beyond the context (SDXL, SD3-style models; `core.conditioning`): a denoiser may declare
+    `added_inputs`, name → per-sample shape (SDXL's U-Net: `{"pooled": (1280,), "time_ids": (6,)}`), and is then
+    called `denoiser(sample, t, context, **added)` with exactly those names, each (B, *shape). It may derive some
+    itself from the image size with `micro_conditioning(height, width)` → name → 1-D tensor (SDXL's time ids);
+    the others come from the text conditioner; a denoiser declaring nothing is called with three arguments.
     """
 
     in_channels: int
@@ -166,18 +172,33 @@ class Scheduler(Protocol):
     ) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What a text conditioner may return instead of a bare context tensor: the context and added inputs.
+
+    context: (B, L, D), the sequence the denoiser cross-attends to; added: name → (B, …) tensors a denoiser
+    may take as keyword inputs (`Denoiser.added_inputs`), such as `pooled` (B, P), a pooled text embedding.
+    """
+
+    context: torch.Tensor
+    added: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
 @runtime_checkable
 class TextConditioner(Protocol):
     """Prompt → embeddings; owns its tokenizer.
 
     `__call__(prompts)`: a list of B strings (empty strings allowed) → (B, max_length, embedding_dim) in the
     module's dtype. Over-long prompts are truncated to `max_length` tokens with a warning, never an error.
+    A conditioner that also gives added inputs for the denoiser (a pooled embedding `pooled`, (B, P)) returns a
+    `Conditioning` holding that context and the added tensors instead, and declares them in `added_outputs`,
+    name → per-sample shape (`{"pooled": (1280,)}` for SDXL's).
     """
 
     max_length: int
     embedding_dim: int
 
-    def __call__(self, prompts: list[str]) -> torch.Tensor: ...
+    def __call__(self, prompts: list[str]) -> torch.Tensor | Conditioning: ...
 
 
 @dataclass(frozen=True)
@@ -185,9 +206,12 @@ class SamplerInputs:
     """Everything one run of a `Sampler` works on.
 
     noise (B, C, h, w), standard normal, from which the run starts; context and uncond_context (B, L, D),
-    the conditional and unconditional embeddings (uncond_context None → no guidance); `guidance_scale` g gives
-    pred = u + g·(c − u); `init_latents` (B, C, h, w) with `strength` in (0, 1] starts from a noised version
-    of them (img2img; `strength=None` means the sampler's own default); `generator` (one, or one per sample)
+    the conditional and unconditional embeddings (uncond_context None → no guidance); `added` and
+    `uncond_added`, the denoiser's added inputs (name → (B, …), `Denoiser.added_inputs`) for each half — pass
+    them as keyword arguments to every denoiser call, batched like the contexts (`core.conditioning`); a name
+    `uncond_added` lacks has the conditional value in both halves; `guidance_scale` g gives
+    pred = u + g·(c − u); `init_latents` (B, C, h, w) with `strength` in (0, 1] starts from a noised version of
+    them (img2img; `strength=None` means the sampler's own default); `generator` (one, or one per sample)
     feeds stochastic schedulers; `callback` gets a `StepEvent` after every step in order, and the loop stops
     early when it calls `request_stop()`. The scheduler is used as given (callers pass a private copy); the
     sampler calls `set_timesteps` itself.
@@ -204,6 +228,8 @@ class SamplerInputs:
     strength: float | None = None
     generator: Generators = None
     callback: StepCallback | None = None
+    added: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    uncond_added: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -19,11 +19,13 @@ from PIL import Image
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from core.conditioning import added_for, as_conditioning, missing_inputs
 from core.containment import CallbackFailed, attributed, contained, is_plugin_failure
 from core.errors import DiffstackError, InputError, RegistryError, SwapWarning
 from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
 from core.images import from_pil
 from core.interfaces import (
+    Conditioning,
     Denoiser,
     Encoder,
     Sampler,
@@ -68,7 +70,7 @@ class Pipeline:
     limits: PipelineLimits = field(default_factory=PipelineLimits)
 
     def __post_init__(self) -> None:
-        check_parts_fit(self.name, self.encoder, self.denoiser, self.text)
+        check_parts_fit(self.name, self.encoder, self.denoiser, self.text, self.scheduler)
 
     def __call__(
         self,
@@ -169,19 +171,23 @@ class Pipeline:
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in settings.seeds]
         seconds, began = {}, time.perf_counter()
         with torch.inference_mode():
-            context, uncond = self._embed(settings)
+            embeddings, uncond = self._embed(settings)
             seconds["text"] = time.perf_counter() - began
             init_latents = None if image is None else self._encode(image, settings, generators)
             factor = self.encoder.downsample_factor
             shape = (1, self.encoder.latent_channels, settings.height // factor, settings.width // factor)
             noise = torch.cat([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
             show = sys.stderr.isatty() if progress is None else progress
+            size = (settings.height, settings.width)
+            added = added_for(self.denoiser, embeddings, *size)
+            uncond_added = {} if uncond is None else added_for(self.denoiser, uncond, *size)
             with tqdm(total=None, desc=self.name, disable=not show) as bar:
                 latents = self.sampler(SamplerInputs(
                     self.denoiser, scheduler, noise.to(self.device, self.dtype),
-                    context, uncond, steps=settings.steps, guidance_scale=settings.guidance_scale,
+                    embeddings.context, None if uncond is None else uncond.context,
+                    steps=settings.steps, guidance_scale=settings.guidance_scale,
                     init_latents=init_latents, strength=settings.strength, generator=generators,
-                    callback=self._step_callback(callback, bar),
+                    callback=self._step_callback(callback, bar), added=added, uncond_added=uncond_added,
                 ))  # fmt: skip
             seconds["sample"] = time.perf_counter() - began - seconds["text"]
             pixels = self.encoder.decode(latents)  # (N, 3, H, W) in [-1, 1]
@@ -227,12 +233,18 @@ class Pipeline:
                 return value
         return FALLBACK_STRENGTH
 
-    def _embed(self, settings: Settings) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(context, uncond_context or None at guidance 1), each (N, L, D), N = prompts × num_images."""
-        context = self.text(settings.prompts).repeat_interleave(settings.num_images, dim=0)
+    def _embed(self, settings: Settings) -> tuple[Conditioning, Conditioning | None]:
+        """The prompts' and negative prompts' embeddings (None at guidance 1), each context (N, L, D) and added
+        tensors (N, …), N = prompts × num_images."""
+
+        def embed(prompts: list[str]) -> Conditioning:
+            found = as_conditioning(self.text(prompts))
+            added = {name: v.repeat_interleave(settings.num_images, dim=0) for name, v in found.added.items()}
+            return Conditioning(found.context.repeat_interleave(settings.num_images, dim=0), added)
+
         if settings.guidance_scale == 1.0:
-            return context, None
-        return context, self.text(settings.negative_prompts).repeat_interleave(settings.num_images, dim=0)
+            return embed(settings.prompts), None
+        return embed(settings.prompts), embed(settings.negative_prompts)
 
     def _scheduler_config(self, name: str | None) -> BaseModel:
         """The config a call's scheduler runs with: ours (also when `name` is our own rule), or plugin `name`'s
@@ -289,8 +301,11 @@ class Pipeline:
         return on_step
 
 
-def check_parts_fit(name: str, encoder: Encoder, denoiser: Denoiser, text: TextConditioner) -> None:
-    """Raise RegistryError when the denoiser does not fit the encoder's latents or the text embeddings."""
+def check_parts_fit(
+    name: str, encoder: Encoder, denoiser: Denoiser, text: TextConditioner, scheduler: Scheduler
+) -> None:
+    """Raise RegistryError when the denoiser does not fit the encoder's latents, the text embeddings and added
+    inputs (`core.conditioning`), or the scheduler reads its predictions as another `prediction_type`."""
     problems = []
     if denoiser.in_channels != encoder.latent_channels:
         problems.append(
@@ -301,9 +316,15 @@ def check_parts_fit(name: str, encoder: Encoder, denoiser: Denoiser, text: TextC
             f"denoiser cross-attends to {denoiser.context_dim}-wide context but the text conditioner makes "
             f"{text.embedding_dim}-wide embeddings"
         )
+    problems += missing_inputs(denoiser, text)
+    predicts = getattr(denoiser, "prediction_type", None)
+    read_as = getattr(scheduler.config, "prediction_type", predicts)
+    if predicts is not None and read_as != predicts:
+        problems.append(f"the denoiser predicts {predicts!r} but the scheduler's prediction_type is {read_as!r}")
     if problems:
         raise RegistryError(
             f"pipeline {name!r}: its parts do not fit together",
             problems,
-            hint="use parts of one architecture, or change `in_channels` / `cross_attention_dim` in the configs",
+            hint="use parts of one architecture, or change `in_channels` / `cross_attention_dim` / `prediction_type` "
+            "in the configs",
         )

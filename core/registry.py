@@ -307,6 +307,17 @@ class _Validator:
         return default
 
 
+def merged_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, nested mappings merged key by key (a registry's `config:` over the architecture a
+    checkpoint states, e.g. one setting of one of SDXL's two text towers)."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        nested = isinstance(value, Mapping) and isinstance(below, Mapping)
+        merged[key] = merged_config(below, value) if nested else value  # type: ignore[arg-type]
+    return merged
+
+
 def _field_ok(key: str, value: Any) -> bool:
     try:
         RegistryEnvelope.model_validate({"version": 1, key: value})
@@ -409,6 +420,7 @@ class Registry:
         precision = resolve_dtype(dtype, target)
         speed = decl.performance if performance is None else performance
         parts = {slot: self._part(name, decl, slot, target, precision, speed) for slot in PIPELINE_KINDS}
+        parts["scheduler"] = self._reading_predictions(name, parts["scheduler"], parts["denoiser"])
         return Pipeline(
             name,
             **parts,
@@ -477,7 +489,7 @@ class Registry:
             path = self._resolve_path(weights_ref.path, where)
             source = str(path)
             state, architecture = self._read_weights(path, spec, weights_ref.format)
-        merged = {**architecture, **block.config}
+        merged = merged_config(architecture, block.config)
         config = validate_config(spec.config, merged, where=f"{where} ({kind} {block.plugin!r})")
 
         def build() -> Any:
@@ -568,11 +580,25 @@ class Registry:
             raise WeightsError(f"{where}: {kind} plugin {block.plugin!r} has no parameters to load weights into")
         weights.check_fit(module, state, component=where, source=str(path))
 
+    def _reading_predictions(self, pipeline: str, scheduler: Any, denoiser: Any) -> Any:
+        """`scheduler`, or — when the registry sets no `prediction_type` for it and the denoiser predicts another
+        kind (a diffusers folder states v-prediction for the U-Net) — the same plugin reading the denoiser's."""
+        block = self.block(pipeline, "scheduler")
+        predicts = getattr(denoiser, "prediction_type", None)
+        if "prediction_type" in block.config or getattr(scheduler.config, "prediction_type", predicts) == predicts:
+            return scheduler
+        spec = self.plugin_manager.get("scheduler", block.plugin).spec
+        declared = scheduler.config.model_dump(mode="json", exclude_unset=True)
+        where = self._where(pipeline, "scheduler")
+        config = validate_config(spec.config, {**declared, "prediction_type": predicts}, where=where)
+        return self._build_checked("scheduler", block, config, where)
+
     def _check_pipeline(self, name: str, parts: dict[str, Any]) -> list[str]:
         """Problems of pipeline `name` built from `parts` (on the meta device): parts that do not fit, or
         `defaults` that a call relying on them would be refused for."""
         decl = self.pipeline_declaration(name)
         try:
+            parts = {**parts, "scheduler": self._reading_predictions(name, parts["scheduler"], parts["denoiser"])}
             pipe = Pipeline(
                 name, **parts, device=torch.device("meta"), dtype=torch.float32, defaults=decl.defaults,
                 limits=decl.limits, plugin_manager=self.plugin_manager,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from core.interfaces import Kind
 from core.performance import Performance
 
-WeightsFormat = Literal["auto", "native", "diffusers", "sd1-single-file"]
+WeightsFormat = Literal["auto", "native", "diffusers", "single-file"]
 
 
 class Strict(BaseModel):
@@ -20,10 +20,17 @@ class Strict(BaseModel):
 
 
 class WeightsRef(Strict):
-    """A checkpoint: a `.safetensors` file or a diffusers folder. `${VAR}` expands when the part is built."""
+    """A checkpoint: a `.safetensors` file or a diffusers folder. `${VAR}` expands when the part is built.
+    `format: sd1-single-file`, the name `single-file` had while SD 1.x files were the only ones read, still
+    reads as `single-file`."""
 
     path: str = Field(min_length=1)
     format: WeightsFormat = "auto"
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _former_name(cls, value: Any) -> Any:
+        return "single-file" if value == "sd1-single-file" else value
 
 
 def _weights_shorthand(value: Any) -> Any:

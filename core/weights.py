@@ -6,7 +6,7 @@ Formats (`detect_format` picks one for `format: auto`):
 - `diffusers`: a folder with `model_index.json` and one subfolder per part (+ `tokenizer/`, `scheduler/`) — or
   one such subfolder. Each holds `config.json` (the architecture) and `<stem>.safetensors` (also
   `<stem>.<variant>.safetensors` and a sharded `<stem>.safetensors.index.json`).
-- `sd1-single-file`: an original checkpoint holding several parts in one file, each part's keys under its own
+- `single-file`: an original checkpoint holding several parts in one file, each part's keys under its own
   prefix; the architecture is read from the tensor shapes.
 
 What is model-specific in the last two — the subfolder and file stem, the class names and config keys, the key
@@ -41,7 +41,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
-from core.checkpoint_layout import ANY_VALUE, CheckpointLayout, Unreadable
+from core.checkpoint_layout import ANY_VALUE, CheckpointLayout, FileTensor, Unreadable
 from core.component_spec import ComponentSpec
 from core.devices import placement_dtype
 from core.errors import WeightsError
@@ -50,7 +50,7 @@ from core.validation import MAX_SHOWN, shown
 
 log = logging.getLogger(__name__)
 
-Format = Literal["native", "diffusers", "sd1-single-file"]
+Format = Literal["native", "diffusers", "single-file"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -184,10 +184,11 @@ def _declared_size(path: Path) -> int:
     return 8 + length + max(ends, default=0)
 
 
-def _tensor(handle: Any, file: Path, key: str) -> torch.Tensor:
-    """Tensor `key` of an open safetensors file, or a WeightsError naming the file and the tensor."""
+def _tensor(handle: Any, file: Path, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """Tensor `key` of an open safetensors file (only `rows` (start, stop) of dim 0 when given: a partial read),
+    or a WeightsError naming the file and the tensor."""
     try:
-        return handle.get_tensor(key)
+        return handle.get_tensor(key) if rows is None else handle.get_slice(key)[rows[0] : rows[1]]
     except Exception as exc:  # SafetensorError: a missing key, or a dtype torch cannot represent
         raise WeightsError(
             f"{file}: tensor {shown(key)} cannot be read ({shown_text(str(exc))})",
@@ -209,11 +210,33 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None
 
 @dataclass(frozen=True)
 class TensorSource:
-    """Where one tensor of a `CheckpointState` lives. `squeeze`: an (O, I, 1, 1) conv kernel read as (O, I)."""
+    """Where one tensor of a `CheckpointState` lives, and how it is read (`core.FileTensor`: `squeeze` an
+    (O, I, 1, 1) conv kernel as (O, I), only `rows` (start, stop) of dim 0, or `transpose` a 2-D tensor)."""
 
     file: Path
     key: str
     squeeze: bool = False
+    rows: tuple[int, int] | None = None
+    transpose: bool = False
+
+    def shape(self, stored: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The shape this source reads from a stored tensor of shape `stored`; None when it cannot be read so
+        (rows outside dim 0, transposing or squeezing a tensor of the wrong rank)."""
+        shape = stored
+        if self.squeeze:
+            if len(shape) != 4 or shape[2:] != (1, 1):
+                return None
+            shape = shape[:2]
+        if self.rows is not None:
+            start, stop = self.rows
+            if not shape or not 0 <= start < stop <= shape[0]:
+                return None
+            shape = (stop - start, *shape[1:])
+        if self.transpose:
+            if len(shape) != 2:
+                return None
+            shape = shape[::-1]
+        return shape
 
 
 class CheckpointState(Mapping[str, torch.Tensor]):
@@ -240,8 +263,14 @@ class CheckpointState(Mapping[str, torch.Tensor]):
                     f"{source.file}: has no tensor {shown(source.key)}",
                     hint="the shard index and its shards disagree; re-download the checkpoint",
                 ) from None
-            shape = tuple(header.get_shape())
-            self._shapes[key] = shape[:2] if source.squeeze else shape
+            stored = tuple(header.get_shape())
+            shape = source.shape(stored)
+            if shape is None:
+                raise WeightsError(
+                    f"{source.file}: tensor {shown(source.key)} of shape {stored} cannot be read as our {shown(key)}",
+                    hint="the checkpoint is damaged or of a different architecture",
+                )
+            self._shapes[key] = shape
             self._dtypes[key] = header.get_dtype()
 
     def _handle(self, file: Path) -> Any:
@@ -258,12 +287,14 @@ class CheckpointState(Mapping[str, torch.Tensor]):
 
     def __getitem__(self, key: str) -> torch.Tensor:
         source = self.sources[key]
-        tensor = _tensor(self._handle(source.file), source.file, source.key)
+        tensor = _tensor(self._handle(source.file), source.file, source.key, source.rows)
         self._read_bytes += tensor.nbytes
         if self._read_bytes > REMAP_BYTES:  # returned tensors keep their own reference to the map
             self._handles.clear()
             self._read_bytes = 0
-        return tensor.reshape(self._shapes[key]) if source.squeeze else tensor
+        if source.squeeze:
+            tensor = tensor.flatten(1)
+        return tensor.t() if source.transpose else tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.sources)
@@ -461,15 +492,14 @@ def build_with_weights(
 
 def detect_format(path: str | Path, layout: CheckpointLayout | None = None) -> Format:
     """`diffusers` for a folder with model_index.json or a component config.json (or, given a `layout`, with
-    the part's subfolder holding one); for a file, `sd1-single-file` when its keys carry one of the layout's
+    the part's subfolder holding one); for a file, `single-file` when its keys carry one of the layout's
     single-file prefixes (`CheckpointLayout.single_file_markers`), else `native`."""
     path = Path(path)
     if path.is_dir():
         if (path / "model_index.json").is_file() or (path / "config.json").exists():
             return "diffusers"
-        if layout is not None and layout.reads_diffusers:
-            if (path / str(layout.diffusers_subfolder) / "config.json").exists():
-                return "diffusers"
+        if layout is not None and any((path / s / "config.json").exists() for s in layout.diffusers_subfolders):
+            return "diffusers"
         raise WeightsError(
             f"{path}: a folder, but neither a diffusers pipeline (model_index.json) nor a component folder "
             "(config.json)",
@@ -479,7 +509,7 @@ def detect_format(path: str | Path, layout: CheckpointLayout | None = None) -> F
         keys = list(f.keys())
     markers = layout.single_file_markers if layout is not None else ()
     if markers and any(key.startswith(markers) for key in keys):
-        return "sd1-single-file"
+        return "single-file"
     return "native"
 
 
@@ -508,11 +538,25 @@ def read_component_weights(
         with _open(path) as f:
             keys, metadata = list(f.keys()), f.metadata() or {}
         return CheckpointState({k: TensorSource(path, k) for k in keys}, device=device), _stated_config(path, metadata)
-    if fmt == "diffusers":
-        if not path.is_dir():
-            raise WeightsError(f"{path}: format diffusers needs a folder, got a file", hint="use format: auto")
-        return _read_diffusers(path, spec, _layout_for(path, spec, fmt), device)
-    return _read_single_file(path, spec, _layout_for(path, spec, fmt), device)
+    if fmt == "diffusers" and not path.is_dir():
+        raise WeightsError(f"{path}: format diffusers needs a folder, got a file", hint="use format: auto")
+    sources, architecture = _read_layout(path, spec, _layout_for(path, spec, fmt), fmt)
+    return CheckpointState(sources, device=device), architecture
+
+
+def _read_layout(
+    path: Path, spec: ComponentSpec, layout: CheckpointLayout, fmt: str
+) -> tuple[dict[str, TensorSource], dict[str, Any]]:
+    """Where each tensor of the part lives and the architecture stated, through `layout` — part by part for a
+    layout with `parts` (tensor names and architecture nested under each part's attribute)."""
+    if not layout.parts:
+        return _read_diffusers(path, spec, layout) if fmt == "diffusers" else _read_single_file(path, spec, layout)
+    sources: dict[str, TensorSource] = {}
+    architecture: dict[str, Any] = {}
+    for name, part in layout.parts.items():
+        part_sources, architecture[name] = _read_layout(path, spec, part, fmt)
+        sources |= {f"{name}.{key}": source for key, source in part_sources.items()}
+    return sources, architecture
 
 
 def _layout_for(path: Path, spec: ComponentSpec, fmt: str) -> CheckpointLayout:
@@ -589,8 +633,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_diffusers(
-    path: Path, spec: ComponentSpec, layout: CheckpointLayout, device: torch.device | str
-) -> tuple[CheckpointState, dict[str, Any]]:
+    path: Path, spec: ComponentSpec, layout: CheckpointLayout
+) -> tuple[dict[str, TensorSource], dict[str, Any]]:
     subfolder = str(layout.diffusers_subfolder)
     folder = path / subfolder
     if not folder.is_dir():
@@ -600,12 +644,12 @@ def _read_diffusers(
                 hint=f"found: {', '.join(sorted(p.name for p in path.iterdir())) or 'nothing'}",
             )
         folder = path  # a component folder given directly
-    architecture = read_diffusers_config(folder, spec)
+    architecture = _diffusers_config(folder, spec, layout)
     sources = _diffusers_sources(folder, layout.diffusers_weights_stem)
     if layout.diffusers_tensor_names is not None:
         names = layout.diffusers_tensor_names(list(sources))
         sources = {ours: sources[theirs] for ours, theirs in names.items()}
-    return CheckpointState(sources, device=device), architecture
+    return sources, architecture
 
 
 def read_diffusers_config(folder: str | Path, spec: ComponentSpec) -> dict[str, Any]:
@@ -617,7 +661,10 @@ def read_diffusers_config(folder: str | Path, spec: ComponentSpec) -> dict[str, 
     Config keys naming files (`PATH_KEYS`) must stay inside `folder`.
     """
     folder = Path(folder)
-    layout = _layout_for(folder, spec, "diffusers")
+    return _diffusers_config(folder, spec, _layout_for(folder, spec, "diffusers"))
+
+
+def _diffusers_config(folder: Path, spec: ComponentSpec, layout: CheckpointLayout) -> dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise WeightsError(
@@ -687,8 +734,8 @@ def _diffusers_sources(folder: Path, stem: str) -> dict[str, TensorSource]:
 
 
 def _read_single_file(
-    path: Path, spec: ComponentSpec, layout: CheckpointLayout, device: torch.device | str
-) -> tuple[CheckpointState, dict[str, Any]]:
+    path: Path, spec: ComponentSpec, layout: CheckpointLayout
+) -> tuple[dict[str, TensorSource], dict[str, Any]]:
     prefix = str(layout.single_file_prefix)
     with _open(path) as f:
         keys = list(f.keys())
@@ -715,8 +762,11 @@ def _read_single_file(
             f"{_unreadable_listing(exc, prefix)}",
             hint="the file is incomplete or not an SD 1.x checkpoint; use a complete SD 1.x checkpoint",
         ) from None
-    sources = {ours: TensorSource(path, prefix + theirs, squeeze=squeeze) for ours, (theirs, squeeze) in names.items()}
-    return CheckpointState(sources, device=device), architecture
+    sources = {
+        ours: TensorSource(path, prefix + read.key, read.squeeze, read.rows, read.transpose)
+        for ours, read in ((ours, FileTensor(*entry)) for ours, entry in names.items())
+    }
+    return sources, architecture
 
 
 def _unreadable_listing(error: Unreadable, prefix: str) -> str:

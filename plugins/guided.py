@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import ComponentSpec, Denoiser, InputError, StepEvent, hookimpl
+from core.conditioning import guidance_batch
 from core.interfaces import SamplerInputs, should_stop
 from core.schedules import img2img_timesteps
 
@@ -29,10 +30,12 @@ def guided_prediction(
     denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, run: SamplerInputs, rescale: float
 ) -> torch.Tensor:
     """The guided prediction for the denoiser input `x` (B, C, h, w); one unguided call when there is no
-    unconditional context or g = 1."""
+    unconditional context or g = 1. Both halves of a guided call carry their own added inputs."""
     if run.uncond_context is None or run.guidance_scale == 1.0:
-        return denoiser(x, t, run.context)
-    uncond, cond = denoiser(torch.cat([x, x]), t, torch.cat([run.uncond_context, run.context])).chunk(2)
+        return denoiser(x, t, run.context, **run.added)
+    context = torch.cat([run.uncond_context, run.context])
+    added = guidance_batch(run.added, run.uncond_added)
+    uncond, cond = denoiser(torch.cat([x, x]), t, context, **added).chunk(2)
     guided = uncond + run.guidance_scale * (cond - uncond)
     if rescale > 0.0:
         dims = list(range(1, guided.ndim))

@@ -1,10 +1,18 @@
-"""Conditional U-Net denoiser of Stable Diffusion 1.x/2.x — Rombach et al. (2022), "High-Resolution Image
-Synthesis with Latent Diffusion Models"; U-Net of Ronneberger et al. (2015); blocks as in Ho et al. (2020).
+"""Conditional U-Net denoiser of Stable Diffusion 1.x/2.x and SDXL — Rombach et al. (2022), "High-Resolution
+Image Synthesis with Latent Diffusion Models"; Podell et al. (2023), "SDXL"; U-Net of Ronneberger et al. (2015);
+blocks as in Ho et al. (2020).
 
     sample (B, C, h, w) ─ conv_in ─ down blocks ─ mid block ─ up blocks ─ norm, SiLU, conv_out ─ (B, C, h, w)
                                      │ skips ──────────────────▲
-    timestep ─ sinusoidal embedding ─ MLP ─ added inside every ResNet block
+    timestep ─ sinusoidal embedding ─ MLP ─(+ SDXL's added embedding)─ added inside every ResNet block
     context (B, L, D) ─ cross-attention inside every Transformer2D block
+
+SDXL (`addition_embed_type: text_time`) adds to the time embedding an MLP (`add_embedding`) of the pooled text
+embedding (B, P) concatenated with the sinusoidal embeddings of 6 micro-conditioning time ids per sample
+(original height, width; crop top, left; target height, width — in pixels). These are the denoiser's *added
+inputs*: `added_inputs` names them with their per-sample shapes, `forward` takes them as `pooled=`/`time_ids=`
+keywords, and `micro_conditioning(height, width)` gives a sample's time ids for an image size. The SDXL
+refiner's 5 time ids (with an aesthetic score instead of the target size) are not supported.
 
 A down block is `layers_per_block` × (ResNet block [+ Transformer2D]) then a stride-2 conv; an up block is
 `layers_per_block + 1` × (concat skip, ResNet block [+ Transformer2D]) then 2× nearest upsampling + conv.
@@ -18,8 +26,8 @@ and module attributes follow diffusers' checkpoint keys (`down_blocks.0.attentio
 
 `CHECKPOINT_LAYOUT` reads diffusers `unet/` folders (their config keys for features this U-Net lacks must be
 off; `prediction_type` comes from the pipeline's `scheduler/`) and the `model.diffusion_model.*` part of
-original SD 1.x single files, renaming LDM's `input_blocks`/`output_blocks` numbering and reading the
-architecture from the tensor shapes.
+original SD 1.x/2.x (LDM) and SDXL (SGM) single files, renaming LDM's `input_blocks`/`output_blocks` numbering
+and reading the architecture from the tensor shapes (`single_file_names` says what cannot be read from them).
 """
 
 from __future__ import annotations
@@ -35,12 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from core import CheckpointLayout, ComponentSpec, InputError, PredictionType, hookimpl
-from core.checkpoint_layout import ANY_VALUE, ShapeReader, Shapes, SingleFileNames, Unreadable
+from core.checkpoint_layout import ANY_VALUE, FileTensor, ShapeReader, Shapes, SingleFileNames, Unreadable
 from core.weights import read_json
 
 DownBlockType = Literal["CrossAttnDownBlock2D", "DownBlock2D"]
 UpBlockType = Literal["CrossAttnUpBlock2D", "UpBlock2D"]
 IntPerBlock = int | tuple[int, ...]
+TIME_IDS = 6  # SDXL's micro-conditioning per sample: original (h, w), crop (top, left), target (h, w)
 
 
 class Config(BaseModel):
@@ -79,6 +88,13 @@ class Config(BaseModel):
     norm_eps: float = Field(1e-5, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     prediction_type: PredictionType = Field("epsilon", description="what the network predicts")
+    addition_embed_type: Literal["text_time"] | None = Field(
+        None, description="SDXL's added embedding of the pooled text and the micro-conditioning time ids"
+    )
+    addition_time_embed_dim: int | None = Field(None, ge=1, description="sinusoidal width of each time id")
+    projection_class_embeddings_input_dim: int | None = Field(
+        None, ge=1, description=f"add_embedding's input width: pooled width P + {TIME_IDS} × addition_time_embed_dim"
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -99,6 +115,22 @@ class Config(BaseModel):
                 raise ValueError(f"block_out_channels {channels} is not divisible by {heads} attention heads")
         return self
 
+    @model_validator(mode="after")
+    def _check_added_embedding(self) -> Config:
+        time_dim, input_dim = self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
+        dims = "addition_time_embed_dim and projection_class_embeddings_input_dim"
+        if self.addition_embed_type is None:
+            if time_dim is not None or input_dim is not None:
+                raise ValueError(f"{dims} are only for addition_embed_type 'text_time'")
+        elif time_dim is None or input_dim is None:
+            raise ValueError(f"addition_embed_type 'text_time' needs {dims}")
+        elif input_dim <= TIME_IDS * time_dim:
+            raise ValueError(
+                f"projection_class_embeddings_input_dim {input_dim} must exceed {TIME_IDS} × "
+                f"addition_time_embed_dim = {TIME_IDS * time_dim}: it is the pooled width plus that"
+            )
+        return self
+
 
 def per_block(value: IntPerBlock, n: int) -> tuple[int, ...]:
     """An int repeated for n blocks, or the per-block tuple as given."""
@@ -116,7 +148,8 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool,
 
 
 class TimestepEmbedding(nn.Module):
-    """Two-layer MLP on the sinusoidal embedding: (B, C0) → (B, 4·C0)."""
+    """Two-layer MLP with SiLU between: (B, in_dim) → (B, dim). The time embedding (C0 → 4·C0) and SDXL's added
+    embedding (pooled text + time-id embeddings → 4·C0)."""
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
@@ -353,7 +386,8 @@ class UpBlock(nn.Module):
 
 
 class UNet2DCondition(nn.Module):
-    """The Denoiser: `unet(sample (B, C, h, w), timestep, context (B, L, D)) → (B, C, h, w)` in sample's dtype."""
+    """The Denoiser: `unet(sample (B, C, h, w), timestep, context (B, L, D)) → (B, C, h, w)` in sample's dtype;
+    with SDXL's added embedding also `pooled=` (B, P) and `time_ids=` (B, 6) (`added_inputs`)."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -368,6 +402,8 @@ class UNet2DCondition(nn.Module):
 
         self.conv_in = nn.Conv2d(config.in_channels, ch[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(ch[0], temb_ch)
+        if config.projection_class_embeddings_input_dim is not None:  # text_time (the Config checks)
+            self.add_embedding = TimestepEmbedding(config.projection_class_embeddings_input_dim, temb_ch)
         self.down_blocks = nn.ModuleList(
             [
                 DownBlock(config, i, ch[max(i - 1, 0)], temb_ch, kind == "CrossAttnDownBlock2D", downsample=i < n - 1)
@@ -384,10 +420,38 @@ class UNet2DCondition(nn.Module):
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, ch[0], eps=config.norm_eps)
         self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
 
+    @property
+    def added_inputs(self) -> dict[str, tuple[int, ...]]:
+        """The extra keyword inputs of `forward`, name → per-sample shape: none, or for SDXL's text_time the pooled
+        text embedding (P,) with P = projection_class_embeddings_input_dim − 6·addition_time_embed_dim, and the
+        time ids (6,)."""
+        cfg = self.config
+        if cfg.addition_time_embed_dim is None or cfg.projection_class_embeddings_input_dim is None:
+            return {}
+        pooled = cfg.projection_class_embeddings_input_dim - TIME_IDS * cfg.addition_time_embed_dim
+        return {"pooled": (pooled,), "time_ids": (TIME_IDS,)}
+
+    def micro_conditioning(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        """The per-sample added inputs this U-Net derives from the image size in pixels: for text_time
+        `{"time_ids": (6,) float32}` = original size (height, width), crop (0, 0), target size (height, width) —
+        diffusers' SDXL pipeline's defaults; else `{}`."""
+        if "time_ids" not in self.added_inputs:
+            return {}
+        return {"time_ids": torch.tensor([height, width, 0, 0, height, width], dtype=torch.float32)}
+
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor | float | int, context: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        context: torch.Tensor,
+        *,
+        pooled: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """sample (B, C, h, w), timestep (a number, 0-d or (B,)), context (B, L, D); for text_time also pooled
+        (B, P) and time_ids (B, 6), which a U-Net without added inputs refuses → (B, C, h, w) in sample's dtype."""
         self._check_inputs(sample, context)
+        self._check_added_inputs(sample.shape[0], {"pooled": pooled, "time_ids": time_ids})
         cfg, B = self.config, sample.shape[0]
         dtype = self.conv_in.weight.dtype
         t = torch.as_tensor(timestep, device=sample.device)
@@ -398,6 +462,11 @@ class UNet2DCondition(nn.Module):
         t = t.reshape(-1).expand(B)  # (B,)
         t_emb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)  # (B, C0)
         temb = self.time_embedding(t_emb.to(dtype))  # (B, 4·C0)
+        if pooled is not None and time_ids is not None:  # text_time (checked above)
+            d = cast(int, cfg.addition_time_embed_dim)
+            time_embeds = timestep_embedding(time_ids.flatten(), d, cfg.flip_sin_to_cos, cfg.freq_shift)  # (6B, d)
+            add_embeds = torch.cat([pooled.to(dtype), time_embeds.reshape(B, TIME_IDS * d).to(dtype)], dim=-1)
+            temb = temb + self.add_embedding(add_embeds)  # (B, 4·C0)
         context = context.to(dtype)
 
         x = self.conv_in(sample.to(dtype))  # (B, C0, h, w)
@@ -427,6 +496,31 @@ class UNet2DCondition(nn.Module):
         if context.shape[0] != sample.shape[0]:
             raise InputError(f"unet2d-condition: context batch {context.shape[0]} != sample batch {sample.shape[0]}")
 
+    def _check_added_inputs(self, batch: int, given: dict[str, torch.Tensor | None]) -> None:
+        expected = self.added_inputs
+        if unexpected := [name for name, value in given.items() if value is not None and name not in expected]:
+            raise InputError(
+                f"unet2d-condition: got {' and '.join(unexpected)}, but this U-Net takes no added inputs "
+                "(its config has no addition_embed_type)",
+                hint="pass pooled/time_ids only to a denoiser whose added_inputs name them (an SDXL U-Net)",
+            )
+        hints = {
+            "pooled": "the text conditioner must give a pooled embedding (e.g. the sdxl-text conditioner)",
+            "time_ids": "pass time_ids: per sample, micro_conditioning(height, width)['time_ids']",
+        }
+        for name, shape in expected.items():
+            value = given[name]
+            if value is None:
+                raise InputError(
+                    f"unet2d-condition: this SDXL-style U-Net (addition_embed_type text_time) needs {name} "
+                    f"{(batch, *shape)}, got none",
+                    hint=hints[name],
+                )
+            if tuple(value.shape) != (batch, *shape):
+                raise InputError(
+                    f"unet2d-condition: {name} must have shape {(batch, *shape)}, got {tuple(value.shape)}"
+                )
+
 
 # ─── checkpoints written by diffusers and by the original LDM code ─────────────────────────────────────
 
@@ -450,14 +544,11 @@ DIFFUSERS_LEFT_OUT = {
     "addition_embed_type_num_heads": ANY_VALUE,
     "encoder_hid_dim_type": None,
     "class_embed_type": None,
-    "addition_embed_type": None,
     "num_class_embeds": None,
     "encoder_hid_dim": None,
     "time_cond_proj_dim": None,
     "time_embedding_dim": None,
     "num_attention_heads": None,
-    "addition_time_embed_dim": None,
-    "projection_class_embeddings_input_dim": None,
     "timestep_post_act": None,
     "time_embedding_act_fn": None,
     "cross_attention_norm": None,
@@ -465,6 +556,10 @@ DIFFUSERS_LEFT_OUT = {
     "reverse_transformer_layers_per_block": None,
 }
 SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
+SINGLE_FILE_FAMILY = (*SD1_SINGLE_FILE, "conditioner.")  # SDXL keeps its text encoders under conditioner.embedders
+SDXL_TIME_EMBED_DIM = 256  # addition_time_embed_dim of SDXL; shapes show only 6× it plus the pooled width
+HEAD_WIDTH = 64  # attention head width of SD 2.x and SDXL
+SD1_CONTEXT_DIM = 768  # CLIP ViT-L/14's width: SD 1.x's context, whose U-Net has 8 heads per level
 
 
 def config_from_diffusers(config: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -489,6 +584,8 @@ _LDM_RESNET = {
 _LDM_FIXED = {
     "time_embed.0": "time_embedding.linear_1",
     "time_embed.2": "time_embedding.linear_2",
+    "label_emb.0.0": "add_embedding.linear_1",
+    "label_emb.0.2": "add_embedding.linear_2",
     "input_blocks.0.0": "conv_in",
     "out.0": "conv_norm_out",
     "out.2": "conv_out",
@@ -531,11 +628,21 @@ def _ldm_name(key: str, per_level: int) -> str:
 
 
 def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
-    """LDM U-Net keys (`model.diffusion_model.` stripped) → ours, and the architecture the shapes show.
+    """LDM/SGM U-Net keys (`model.diffusion_model.` stripped) → ours, and the architecture the shapes show.
 
     LDM numbers `input_blocks` 1.. as `layers_per_block` (ResNet [, SpatialTransformer]) slots per level plus
     one downsample slot (`.0.op`), and `output_blocks` 0.. as `layers_per_block + 1` slots per level, where
-    `.1`/`.2` is the attention or the upsampler (`.conv`). Raises `Unreadable`.
+    `.1`/`.2` is the attention or the upsampler (`.conv`). `label_emb.0.{0,2}` is read as SDXL's added
+    embedding (SD 2.x unCLIP's class embedding has the same keys and is not supported). Raises `Unreadable`.
+
+    Read from the shapes: the widths, block types, `layers_per_block`, `transformer_layers_per_block` (the
+    transformer layers of each level's first attention; 1 for a level without attention, but the mid block's
+    count for the last level, which the mid block follows), `use_linear_projection`, `cross_attention_dim`
+    and, with `label_emb`, `projection_class_embeddings_input_dim`. Not in the shapes, set by model family:
+    `addition_time_embed_dim` is SDXL's 256; `attention_head_dim` (the number of heads) is left to the
+    default 8 (SD 1.x) for `cross_attention_dim` 768, and otherwise is width // 64 per level, SD 2.x's and
+    SDXL's 64-wide heads (left out when a width is not a multiple of 64). Also not in the shapes:
+    `norm_num_groups`, `sample_size`, `upcast_attention`, `prediction_type` (defaults: SD 1.5's).
     """
     reader = ShapeReader(shapes)
     inputs = {int(m.group(1)) for k in shapes if (m := re.match(r"input_blocks\.(\d{1,9})\.", k))}
@@ -544,19 +651,24 @@ def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
     per_level = (len(inputs) - 1 - len(downs)) // levels  # layers_per_block
     if per_level < 1:  # no ResNet slot in a level: the names below cannot be read
         raise Unreadable(["input_blocks.1.0.out_layers.3.weight"], [])
-    names = {_ldm_name(key, per_level): (key, False) for key in shapes}
+    names = {_ldm_name(key, per_level): FileTensor(key) for key in shapes}
 
     def channels(i: int) -> int:
         return reader.dim(f"input_blocks.{i}.0.out_layers.3.weight", 0, 4)
+
+    def transformer_layers(block: str) -> int:
+        layer = re.compile(rf"{re.escape(block)}\.transformer_blocks\.(\d{{1,9}})\.")
+        return len({m.group(1) for k in shapes if (m := layer.match(k))})
 
     first_slot = [1 + level * (per_level + 1) for level in range(levels)]
     attention = [f"input_blocks.{i}.1.proj_in.weight" in shapes for i in first_slot]
     up_attention = [f"output_blocks.{i * (per_level + 1)}.1.proj_in.weight" in shapes for i in range(levels)]
     proj_in = next((s for k, s in shapes.items() if k.endswith("proj_in.weight")), None)
+    widths = [channels(i) for i in first_slot]
     architecture: dict[str, Any] = {
         "in_channels": reader.dim("input_blocks.0.0.weight", 1, 4),
         "out_channels": reader.dim("out.2.weight", 0, 4),
-        "block_out_channels": [channels(i) for i in first_slot],
+        "block_out_channels": widths,
         "layers_per_block": per_level,
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_attention],
@@ -567,10 +679,22 @@ def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
             (k for k in shapes if k.endswith("attn2.to_k.weight")),
             "middle_block.1.transformer_blocks.0.attn2.to_k.weight",
         )
-        architecture["cross_attention_dim"] = reader.dim(to_k, 1, 2)
-        layer = re.compile(r"middle_block\.1\.transformer_blocks\.(\d{1,9})\.")
-        blocks = {m.group(1) for k in shapes if (m := layer.match(k))}
-        architecture["transformer_layers_per_block"] = len(blocks) or 1
+        context_dim = architecture["cross_attention_dim"] = reader.dim(to_k, 1, 2)
+        mid_layers = transformer_layers("middle_block.1") or 1
+
+        def depth(level: int) -> int:
+            if attention[level]:
+                return transformer_layers(f"input_blocks.{first_slot[level]}.1")
+            return mid_layers if level == levels - 1 else 1
+
+        depths = [depth(level) for level in range(levels)]
+        architecture["transformer_layers_per_block"] = depths[0] if len(set(depths)) == 1 else depths
+        if context_dim != SD1_CONTEXT_DIM and all(width % HEAD_WIDTH == 0 for width in widths):
+            architecture["attention_head_dim"] = [width // HEAD_WIDTH for width in widths]
+    if "label_emb.0.0.weight" in shapes:
+        architecture["addition_embed_type"] = "text_time"
+        architecture["addition_time_embed_dim"] = SDXL_TIME_EMBED_DIM
+        architecture["projection_class_embeddings_input_dim"] = reader.dim("label_emb.0.0.weight", 1, 2)
     reader.check()
     return names, architecture
 
@@ -582,7 +706,7 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
     diffusers_left_out=DIFFUSERS_LEFT_OUT,
     config_from_diffusers=config_from_diffusers,
     single_file_prefix="model.diffusion_model.",
-    single_file_family=SD1_SINGLE_FILE,
+    single_file_family=SINGLE_FILE_FAMILY,
     single_file_names=single_file_names,
 )
 
@@ -601,7 +725,7 @@ SPEC = ComponentSpec(
         "norm_num_groups": 8,
         "sample_size": 8,
     },
-    description="Stable Diffusion 1.x/2.x conditional U-Net (defaults: SD 1.5); diffusers weights load as is",
+    description="Stable Diffusion 1.x/2.x/SDXL conditional U-Net (defaults: SD 1.5); diffusers weights load as is",
     checkpoint_layout=CHECKPOINT_LAYOUT,
 )
 

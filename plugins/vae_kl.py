@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from core import CheckpointLayout, ComponentSpec, InputError, hookimpl
-from core.checkpoint_layout import ShapeReader, Shapes, SingleFileNames
+from core.checkpoint_layout import FileTensor, ShapeReader, Shapes, SingleFileNames
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def single_file_names(shapes: Shapes) -> tuple[SingleFileNames, dict[str, Any]]:
         if m := re.match(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$", key):
             ours = f"{m.group(1)}.mid_block.attentions.0.{_LDM_ATTENTION[m.group(2)]}.{m.group(3)}"
             squeeze = m.group(2) != "norm" and len(shapes[key]) == 4 and shapes[key][2:] == (1, 1)
-        names[ours] = (key, squeeze)
+        names[ours] = FileTensor(key, squeeze)
     encoder_levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down\.(\d{1,9})\.", k))})
     per_level = len({m.group(1) for k in shapes if (m := re.match(r"encoder\.down\.0\.block\.(\d{1,9})\.", k))})
     architecture = {

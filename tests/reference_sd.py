@@ -1,8 +1,8 @@
 """Test-only helpers that build reference (diffusers / transformers) Stable Diffusion parts offline.
 
 `openai_vocabulary` writes out OpenAI's CLIP BPE recipe independently of the code under test;
-`tiny_sd_pipeline` is a random tiny SD-architecture `StableDiffusionPipeline` (the oracle for end-to-end
-parity), savable as a diffusers folder.
+`tiny_sd_pipeline`, `tiny_sdxl_pipeline` and `tiny_sd2_pipeline` are random tiny SD 1.x / SDXL / SD 2.x
+architecture diffusers pipelines (the oracles for end-to-end parity), savable as diffusers folders.
 """
 
 from __future__ import annotations
@@ -42,6 +42,37 @@ TINY_TEXT = dict(
     num_attention_heads=4,
     max_position_embeddings=77,
     hidden_act="quick_gelu",
+)
+SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+TINY_TOWER = dict(  # SDXL's and SD 2.x's text towers: 16-wide heads (not OpenCLIP's 64)
+    vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4, max_position_embeddings=77
+)
+TINY_XL_UNET = dict(
+    block_out_channels=(32, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=1,
+    transformer_layers_per_block=(1, 2),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    cross_attention_dim=64,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=16 + 6 * 8,
+    norm_num_groups=8,
+    sample_size=8,
+)
+TINY_SD2_UNET = dict(
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    upcast_attention=True,
+    cross_attention_dim=32,
+    norm_num_groups=8,
+    sample_size=8,
 )
 
 
@@ -105,6 +136,62 @@ def tiny_sd_pipeline(tmp_path: Path, scheduler_class: str = "LMSDiscreteSchedule
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def clip_tokenizer(folder: Path, **special):
+    """transformers' CLIPTokenizer on OpenAI's vocabulary written to `folder` (special tokens: e.g. pad "!")."""
+    import transformers
+
+    return transformers.CLIPTokenizer.from_pretrained(write_vocab_folder(folder), model_max_length=77, **special)
+
+
+def tiny_sdxl_pipeline(root: Path):
+    """A random tiny `StableDiffusionXLPipeline` (fp32, CPU): two 3-layer towers (the second gelu, with a 16-wide
+    projection, padding with "!"), a text-time U-Net, a VAE with SDXL's scaling factor, Euler; vocab in root."""
+    import diffusers
+    import transformers
+
+    torch.manual_seed(0)
+    return diffusers.StableDiffusionXLPipeline(
+        vae=perturb(diffusers.AutoencoderKL(**TINY_VAE, scaling_factor=0.13025, force_upcast=True)),
+        text_encoder=perturb(
+            transformers.CLIPTextModel(transformers.CLIPTextConfig(**TINY_TOWER, num_hidden_layers=3))
+        ),
+        text_encoder_2=perturb(
+            transformers.CLIPTextModelWithProjection(
+                transformers.CLIPTextConfig(**TINY_TOWER, num_hidden_layers=3, hidden_act="gelu", projection_dim=16)
+            )
+        ),
+        tokenizer=clip_tokenizer(root / "vocab"),
+        tokenizer_2=clip_tokenizer(root / "vocab", pad_token="!"),
+        unet=perturb(diffusers.UNet2DConditionModel(**TINY_XL_UNET)),
+        scheduler=diffusers.EulerDiscreteScheduler(**SD_SCHEDULE, timestep_spacing="leading", steps_offset=1),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def tiny_sd2_pipeline(root: Path):
+    """A random tiny SD 2.x `StableDiffusionPipeline` (fp32, CPU): a 2-layer gelu tower padding with "!" (as
+    diffusers' SD 2.x folders keep it: the original's last layer dropped), a v-prediction U-Net with linear
+    projections and upcast attention, DDIM; vocab in root."""
+    import diffusers
+    import transformers
+
+    torch.manual_seed(1)
+    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**TINY_TOWER, num_hidden_layers=2, hidden_act="gelu"))
+    return diffusers.StableDiffusionPipeline(
+        vae=perturb(diffusers.AutoencoderKL(**TINY_VAE)),
+        text_encoder=perturb(text),
+        tokenizer=clip_tokenizer(root / "vocab", pad_token="!"),
+        unet=perturb(diffusers.UNet2DConditionModel(**TINY_SD2_UNET)),
+        scheduler=diffusers.DDIMScheduler(
+            **SD_SCHEDULE, prediction_type="v_prediction", steps_offset=1, set_alpha_to_one=False, clip_sample=False
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

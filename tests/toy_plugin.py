@@ -322,11 +322,15 @@ class ToySampler:
 
     def _predict(self, x: torch.Tensor, t: torch.Tensor, job: SamplerInputs) -> torch.Tensor:
         if job.uncond_context is None:
-            return job.denoiser(x, t, job.context)
+            return job.denoiser(x, t, job.context, **job.added)
+        uncond_added = {**job.added, **job.uncond_added}
         if self.config.batched_guidance:
-            uncond, cond = job.denoiser(torch.cat([x, x]), t, torch.cat([job.uncond_context, job.context])).chunk(2)
+            context = torch.cat([job.uncond_context, job.context])
+            added = {name: torch.cat([uncond_added[name], value]) for name, value in job.added.items()}
+            uncond, cond = job.denoiser(torch.cat([x, x]), t, context, **added).chunk(2)
         else:
-            uncond, cond = job.denoiser(x, t, job.uncond_context), job.denoiser(x, t, job.context)
+            uncond = job.denoiser(x, t, job.uncond_context, **uncond_added)
+            cond = job.denoiser(x, t, job.context, **job.added)
         return uncond + job.guidance_scale * (cond - uncond)
 
     def __call__(self, job: SamplerInputs) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import torch
 
 from core.cli.shared import plugin_manager
 from core.create import create
-from core.registry import load_registry
-from core.training import recipes, stages
+from core.errors import InputError
+from core.registry import Registry, load_registry
+from core.training import stages
 from core.training.evaluate import attribute_accuracy, labelled_grid
+from core.training.recipe_file import RECIPE_FILE, load_recipe
 
 
 def add_parser(commands: Any) -> None:
@@ -33,12 +36,48 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("grid.png"), help="contact sheet PNG (default grid.png)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dataset", default=recipes.DATASET, help="data set plugin with attributes/analyse")
+    parser.add_argument(
+        "--dataset",
+        help=f"data set plugin with attributes/analyse (default: the `dataset` of the training recipe, {RECIPE_FILE}, "
+        "beside the pipeline's weights)",
+    )
     parser.set_defaults(run=run)
 
 
+def recipe_beside(registry: Registry, pipeline: str) -> Path | None:
+    """The training recipe in the folder of `pipeline`'s weights — the denoiser's, else the encoder's, the text
+    encoder's, the pipeline-wide `weights:` — or None when none of them has one."""
+    refs = [registry.block(pipeline, slot).weights for slot in ("denoiser", "encoder", "text")]
+    for ref in [*refs, registry.pipeline_declaration(pipeline).weights]:
+        if ref is None:
+            continue
+        path = Path(os.path.expandvars(ref.path)).expanduser()  # an unset ${VAR} stays and is not found
+        path = path if path.is_absolute() else registry.path.parent / path
+        recipe = (path if path.is_dir() else path.parent) / RECIPE_FILE
+        if recipe.is_file():
+            return recipe
+    return None
+
+
+def dataset_of(registry: Registry, pipeline: str, args: argparse.Namespace) -> str:
+    """`--dataset`, else the data set of the recipe beside `pipeline`'s weights."""
+    if args.dataset:
+        return str(args.dataset)
+    recipe = recipe_beside(registry, pipeline)
+    if recipe is None:
+        raise InputError(
+            f"no --dataset given, and pipeline {pipeline!r} has no training recipe ({RECIPE_FILE}) beside its "
+            "weights to take the data set from",
+            hint="pass --dataset NAME: a data set plugin with attributes/analyse (`diffstack list plugins`)",
+        )
+    return load_recipe(recipe, plugin_manager=registry.plugin_manager).dataset
+
+
 def run(args: argparse.Namespace) -> int:
-    pipe = load_registry(args.registry, plugin_manager=plugin_manager(args)).build(args.pipeline, device=args.device)
+    registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
+    name = args.pipeline or registry.default_pipeline
+    dataset = dataset_of(registry, name, args) if name is not None else ""  # no name: build says so
+    pipe = registry.build(name, device=args.device)
     settings = pipe.settings("", steps=args.steps, guidance_scale=args.guidance)
 
     def generate(prompts: list[str], seed: int) -> torch.Tensor:
@@ -51,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     counts = {"seen": args.n - args.n // 4, "held-out": args.n // 4}
     results = {}
     for group, split in (("seen", "train"), ("held-out", "heldout")):
-        data = create("dataset", args.dataset, split=split, seed=seed, length=counts[group])
+        data = create("dataset", dataset, split=split, seed=seed, length=counts[group])
         results[group] = attribute_accuracy(generate, data, counts[group], seed=seed)
-    psnr = stages.vae_psnr(pipe.encoder, stages.fresh_images(256, args.seed, pipe.device).to(pipe.dtype))
+    psnr = stages.vae_psnr(pipe.encoder, stages.fresh_images(dataset, 256, args.seed, pipe.device).to(pipe.dtype))
     seconds = time.perf_counter() - began
     print(
         f"{pipe.name}: {args.n} captions, {settings.steps} steps, guidance {settings.guidance_scale}, "
@@ -65,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{group:<9} {counts[group]:>4}    " + "  ".join(f"{accuracy[name]:>9.1%}" for name in names))
     print(f"encoder PSNR on 256 fresh images: {psnr:.2f} dB")
 
-    rows = [create("dataset", args.dataset, split=split, seed=seed + 1, length=4) for split in ("train", "heldout")]
+    rows = [create("dataset", dataset, split=split, seed=seed + 1, length=4) for split in ("train", "heldout")]
     labels = [data[i][1] for data in rows for i in range(len(data))]
     columns = 6
     images = torch.cat([generate([label] * columns, args.seed) for label in labels])

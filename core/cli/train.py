@@ -1,4 +1,4 @@
-"""`diffstack train vae|decoder|clip|unet`: train one stage of the embedded shapes-tiny model from scratch."""
+"""`diffstack train vae|decoder|clip|unet`: train one stage of a model from scratch, by its recipe."""
 
 from __future__ import annotations
 
@@ -11,28 +11,47 @@ from typing import Any
 import torch
 
 from core.devices import resolve_device
-from core.training import recipes, stages
+from core.training import stages
+from core.training.recipe_file import RECIPE_FILE, STAGES, load_recipe
 
 DEFAULT_MODEL_DIR = Path("models/shapes-tiny")
-DEFAULT_RUNS = Path("runs/shapes-tiny")
+"""The embedded model, trained from the repository root."""
+DEFAULT_RUNS = Path("runs")
 
 
 def add_parser(commands: Any) -> None:
-    """Add `train STAGE [--steps --batch-size --lr --seed --out --model-dir --resume --device --threads]`."""
+    """Add `train STAGE [--recipe --steps --batch-size --lr --seed --out --model-dir --resume --device --threads]`."""
     parser = commands.add_parser(
         "train",
-        help="train a stage of the embedded shapes-tiny model from scratch",
-        description="Train one stage of shapes-tiny: vae, then decoder (an optional fine-tune of the VAE's "
-        "decoder), clip, then unet (which uses the autoencoder and the text encoder). "
-        "Checkpoints go to --out (resumable with --resume); the finished component goes to --model-dir.",
+        help=f"train a stage of a model from scratch by its recipe (default: the embedded {DEFAULT_MODEL_DIR.name})",
+        description="Train one stage of the model in --model-dir by its recipe (--recipe, default "
+        f"MODEL_DIR/{RECIPE_FILE}): vae, then decoder (an optional fine-tune of the VAE's decoder), clip, then "
+        "unet (which uses the autoencoder and the text encoder). Checkpoints go to --out (resumable with "
+        "--resume); the finished component goes to --model-dir.",
     )
-    parser.add_argument("stage", choices=list(recipes.STAGES), help="vae, then decoder (optional), clip, unet")
+    parser.add_argument("stage", choices=list(STAGES), help="vae, then decoder (optional), clip, unet")
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        metavar="FILE",
+        help="the model's training recipe: plugins, configs, data set, hyper-parameters "
+        f"(default MODEL_DIR/{RECIPE_FILE})",
+    )
     parser.add_argument("--steps", type=int, help="total optimiser steps (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help=f"checkpoint folder (default {DEFAULT_RUNS}/STAGE)")
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="where the trained components go")
+    parser.add_argument("--seed", type=int, help="default: the recipe's, else 0")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"checkpoint folder (default {DEFAULT_RUNS}/MODEL/STAGE, MODEL the last part of --model-dir)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help=f"where the trained components go (default {DEFAULT_MODEL_DIR})",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, …")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -41,15 +60,16 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    recipe = load_recipe(args.recipe or args.model_dir / RECIPE_FILE)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     config = stages.train_config(
-        args.stage, {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+        recipe, args.stage, {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     )
-    out = args.out or DEFAULT_RUNS / args.stage
+    out = args.out or DEFAULT_RUNS / args.model_dir.name / args.stage
     began = time.perf_counter()
-    report = stages.RUNNERS[args.stage](config, out, args.model_dir, resume=args.resume, device=device)
+    report = stages.RUNNERS[args.stage](recipe, config, out, args.model_dir, resume=args.resume, device=device)
     result = report.pop("result")
     print(
         f"{args.stage}: {result.step} steps on {device}, final loss {result.loss:.5f}, "
@@ -57,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     )
     for key, value in report.items():
         print(f"{args.stage}: {key} = {value:.6g}" if isinstance(value, float) else f"{args.stage}: {key} = {value}")
-    print(f"{args.stage}: wrote {args.model_dir / recipes.WEIGHT_FILES[args.stage]}")
+    print(f"{args.stage}: wrote {args.model_dir / stages.WEIGHT_FILES[args.stage]}")
     return 0

@@ -1,5 +1,8 @@
 """Contract suite for `core.Denoiser`: shapes, timestep forms, batch independence, weights round-trip, errors.
 
+A denoiser declaring `added_inputs` gets a random (B, *shape) tensor for each in every check, and its
+declaration, its `micro_conditioning` and a call missing an added input are checked too.
+
 Modules are put in eval mode and called under `torch.inference_mode()`, as pipelines do. The weights
 round-trip saves the state with `core.weights.save_state_dict`, perturbs a deep copy and loads the file back
 with `core.weights.load_state_dict` + `load_into`: the copy must then give bit-identical output.
@@ -14,6 +17,7 @@ from typing import Any, ClassVar, get_args
 
 import torch
 
+from core.conditioning import added_inputs, micro_conditioning
 from core.contracts.base import (
     Contract,
     NotApplicable,
@@ -45,9 +49,18 @@ class DenoiserContract(Contract):
         return sample, context
 
     @staticmethod
-    def predict(component: Any, sample: torch.Tensor, timestep: Any, context: torch.Tensor) -> torch.Tensor:
+    def added(component: Any, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """A random (batch, *shape) float32 tensor for each added input the denoiser declares."""
+        shapes = added_inputs(component)
+        return {name: randn(batch, *shape, seed=seed + 2 + i) for i, (name, shape) in enumerate(shapes.items())}
+
+    def predict(
+        self, component: Any, sample: torch.Tensor, timestep: Any, context: torch.Tensor, **added: torch.Tensor
+    ) -> torch.Tensor:
+        """The denoiser's output, with its added inputs (random ones for the batch unless given)."""
+        given = {name: value[: len(sample)] for name, value in self.added(component, 3).items()} | added
         with torch.inference_mode():
-            return evaluated(component)(sample, timestep, context)
+            return evaluated(component)(sample, timestep, context, **given)
 
     def test_attributes(self, component: Any) -> None:
         """`in_channels`, `context_dim` are ints >= 1; `prediction_type` is "epsilon", "v_prediction" or "sample"."""
@@ -95,9 +108,11 @@ class DenoiserContract(Contract):
         Use timestep i for item i and mix nothing across the batch (batch statistics, means over dim 0)."""
         sample, context = self.inputs(component, 3)
         timesteps = torch.tensor([self.timestep // 4, self.timestep, self.timestep + self.timestep // 2])
-        batch = self.predict(component, sample, timesteps, context)
+        added = self.added(component, 3)
+        batch = self.predict(component, sample, timesteps, context, **added)
         for i in range(3):
-            single = self.predict(component, sample[i : i + 1], timesteps[i : i + 1], context[i : i + 1])
+            one = {name: value[i : i + 1] for name, value in added.items()}
+            single = self.predict(component, sample[i : i + 1], timesteps[i : i + 1], context[i : i + 1], **one)
             assert_close(
                 batch[i : i + 1], single, f"item {i} of a batch of 3 against its single run", atol=1e-5, rtol=1e-4
             )
@@ -131,3 +146,29 @@ class DenoiserContract(Contract):
         context = randn(self.batch_size, self.context_length, component.context_dim + 1, seed=5)
         with expect_raises(DiffstackError, f"context of width {component.context_dim + 1} (context_dim + 1)"):
             self.predict(component, sample, self.timestep, context)
+
+    def test_added_inputs_declared(self, component: Any) -> None:
+        """`added_inputs`, when present, maps names to per-sample shapes (tuples of ints >= 1); `micro_conditioning`
+        (height, width), when present, returns a tensor of the declared shape for each name, only declared ones."""
+        declared = getattr(component, "added_inputs", None) or {}
+        assert isinstance(declared, dict) and all(
+            isinstance(name, str) and isinstance(shape, tuple) and all(isinstance(n, int) and n >= 1 for n in shape)
+            for name, shape in declared.items()
+        ), f"added_inputs must map names to tuples of ints >= 1, got {declared!r}"
+        derived = micro_conditioning(component, 64, 96)
+        for name, value in derived.items():
+            assert name in declared, f"micro_conditioning gives {name!r}, which added_inputs does not declare"
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            assert got == declared[name], f"micro_conditioning's {name!r} is {got}, expected {declared[name]}"
+
+    def test_missing_added_input_is_a_diffstack_error(self, component: Any) -> None:
+        """A call without one of the declared added inputs raises a `core.DiffstackError` naming it.
+        Not applicable to a denoiser that declares none."""
+        declared = added_inputs(component)
+        if not declared:
+            raise NotApplicable("the denoiser declares no added inputs")
+        sample, context = self.inputs(component, self.batch_size)
+        name = next(iter(declared))
+        others = {k: v for k, v in self.added(component, self.batch_size).items() if k != name}
+        with expect_raises(DiffstackError, f"a call without the added input {name!r}"), torch.inference_mode():
+            evaluated(component)(sample, self.timestep, context, **others)

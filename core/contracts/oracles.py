@@ -118,3 +118,29 @@ class StandInDenoiser:
         self.calls += 1
         shift = 0.1 * context.mean(dim=(1, 2)).reshape(-1, *[1] * (sample.ndim - 1))  # (B, 1, 1, 1)
         return stand_in_output(sample, timestep) + shift.to(sample.dtype)
+
+
+class AddedInputDenoiser(StandInDenoiser):
+    """A stand-in that takes the added input `pooled` (per-sample shape (context_dim,)) and checks, on every
+    call, that each row of it is the first token of the same row's context — so a sampler that drops the added
+    inputs, or batches them in another order than the contexts, fails. Its output also depends on `pooled`."""
+
+    def __init__(self, in_channels: int, context_dim: int) -> None:
+        super().__init__(in_channels, context_dim)
+        self.added_inputs = {"pooled": (context_dim,)}
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        context: torch.Tensor,
+        *,
+        pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        assert pooled is not None, "the denoiser declares the added input 'pooled' but was called without it"
+        assert tuple(pooled.shape) == (len(context), self.context_dim), (
+            f"pooled {tuple(pooled.shape)} does not match the context batch ({len(context)}, {self.context_dim})"
+        )
+        assert torch.equal(pooled, context[:, 0]), "the added input 'pooled' is not batched like the context"
+        shift = 0.1 * pooled.mean(dim=1).reshape(-1, *[1] * (sample.ndim - 1))  # (B, 1, 1, 1)
+        return super().__call__(sample, timestep, context) + shift.to(sample.dtype)

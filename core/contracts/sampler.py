@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from core.contracts.base import Contract, assert_close, assert_equal, generator, randn
-from core.contracts.oracles import OracleDenoiser, StandInDenoiser, clean_signal
+from core.contracts.oracles import AddedInputDenoiser, OracleDenoiser, StandInDenoiser, clean_signal
 from core.interfaces import SamplerInputs, Scheduler, StepEvent
 from core.plugin_manager import PluginManager
 
@@ -154,3 +154,20 @@ class SamplerContract(Contract):
             f"the stopped run called the denoiser {stopped.calls} times, the full run {full.calls}"
         )
         assert_equal(latents, events[-1].latents, "returned latents against those of the step that stopped the run")
+
+    def test_added_inputs_follow_their_half(self, component: Any) -> None:
+        """A denoiser with the added input `pooled` gets it on every call, batched like the contexts.
+        Pass `run.added` as keyword arguments (`denoiser(x, t, context, **added)`); under guidance, concatenate
+        `uncond_added` then `added` as the contexts are (`core.conditioning.guidance_batch`)."""
+        context, uncond = self.contexts()
+        for guidance, negative in ((1.0, None), (7.5, uncond)):
+            denoiser = AddedInputDenoiser(self.shape[1], self.context_shape[1])
+            added = {"pooled": context[:, 0]}
+            uncond_added = {} if negative is None else {"pooled": negative[:, 0]}
+            latents = self.run(
+                component, denoiser, self.make_scheduler(), uncond_context=negative, guidance_scale=guidance,
+                added=added, uncond_added=uncond_added,
+            )  # fmt: skip
+            assert denoiser.calls > 0 and tuple(latents.shape) == self.shape, (
+                f"guidance {guidance}: {denoiser.calls} denoiser calls, latents {tuple(latents.shape)}"
+            )

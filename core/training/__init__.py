@@ -5,7 +5,7 @@
     contrastive.ContrastiveObjective     CLIP-style InfoNCE: any TextConditioner + a small image tower
     diffusion.DiffusionObjective         ε-prediction on cached scaled latents, caption dropout for CFG
     evaluate                             attribute accuracy of generated images, labelled image grids
-    recipes                              the shapes-tiny model's plugins, sizes and training settings
+    recipe_file.load_recipe(path)        a model's recipe.yaml (plugins, sizes, data set, training settings), validated
     stages                               the four stages (vae, decoder, clip, unet); `RUNNERS` by name
 
 The `diffstack train` and `diffstack eval` commands (core.cli.train, core.cli.eval) drive them.

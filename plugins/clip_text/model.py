@@ -2,7 +2,7 @@
 Supervision"; a GPT-2-style pre-norm causal transformer (reference: transformers' `CLIPTextModel`).
 
     ids (B, L) → token embedding + position embedding → N × [x + attn(ln1(x)); x + mlp(ln2(x))]
-               → final layer norm → (B, L, D)
+               → hidden state of layer N − clip_skip + 1 (B, L, D) → final layer norm (optional) → (B, L, D)
 
 Attribute names follow `CLIPTextModel`'s checkpoint keys (`text_model.encoder.layers.0.self_attn.q_proj.weight`,
 …) so diffusers `text_encoder/` weights load without a mapping table.
@@ -109,9 +109,22 @@ class CLIPTextTransformer(nn.Module):
         self.encoder = TransformerStack(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:
-        """clip_skip k ≥ 1 takes the output of the k-th layer from the end (1 = the last), then the final norm."""
+    def forward(
+        self, input_ids: torch.Tensor, *, clip_skip: int = 1, final_norm: bool = True, with_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids (B, L) → (hidden, last). hidden (B, L, D): the output of the clip_skip-th layer from the end
+        (1 = the last), through the final norm if `final_norm`; last (B, L, D): the last layer's output through
+        the final norm (what a pooled embedding is taken from) if `with_last`, else None (and the layers after
+        the chosen one are not run)."""
         x = self.embeddings(input_ids)  # (B, L, D)
-        for layer in self.encoder.layers[: len(self.encoder.layers) - clip_skip + 1]:
+        layers = self.encoder.layers
+        chosen = len(layers) - clip_skip + 1  # how many layers the hidden state has gone through
+        hidden = x
+        for i, layer in enumerate(layers[: len(layers) if with_last else chosen], start=1):
             x = layer(x)
-        return self.final_layer_norm(x)  # (B, L, D)
+            if i == chosen:
+                hidden = x
+        hidden = self.final_layer_norm(hidden) if final_norm else hidden
+        if not with_last:
+            return hidden, None
+        return hidden, hidden if final_norm and clip_skip == 1 else self.final_layer_norm(x)

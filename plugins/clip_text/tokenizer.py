@@ -160,11 +160,11 @@ class CLIPTokenizer:
     """Prompts → token ids (B, max_length), int64, framed as [BOS] tokens… [EOS] [PAD]….
 
     source: None (the shipped OpenAI vocabulary), a `bpe_simple_vocab_16e6.txt.gz`, or a folder with
-    vocab.json + merges.txt. The pad token is EOS unless the folder's special tokens say otherwise
-    (SD 2.x tokenizers pad with "!").
+    vocab.json + merges.txt. The pad token is `pad_token` when given, else the folder's (SD 2.x tokenizers
+    pad with "!"), else EOS.
     """
 
-    def __init__(self, source: str | Path | None = None, *, max_length: int = 77) -> None:
+    def __init__(self, source: str | Path | None = None, *, max_length: int = 77, pad_token: str | None = None) -> None:
         if max_length < 2:
             raise InputError(f"CLIP tokenizer max_length must be ≥ 2 (room for BOS and EOS), got {max_length}")
         self.max_length = max_length
@@ -174,6 +174,8 @@ class CLIPTokenizer:
         else:
             (vocab, merges), specials = read_bpe_gz(self.source), {}
         roles = {"bos": BOS, "eos": EOS} | specials
+        if pad_token is not None:
+            roles["pad"] = pad_token
         roles.setdefault("pad", roles["eos"])
         missing = [f"{role} {token!r}" for role, token in roles.items() if token not in vocab]
         if missing:

@@ -15,7 +15,7 @@ import torch
 import toy_plugin as toy
 from pydantic import ConfigDict, field_serializer
 
-from core import StepEvent
+from core import InputError, StepEvent
 from core.contracts import SamplerContract, run_contract
 from core.interfaces import SamplerInputs, should_stop
 
@@ -248,6 +248,35 @@ class NoContextCheck(Denoiser):
         return super().forward(sample, timestep, context)
 
 
+class TakesPooled(Denoiser):
+    """Declares the added input `pooled` (context_dim,) and shifts its output by it; refuses a call without it."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.added_inputs = {"pooled": (config.context_dim,)}
+
+    def forward(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor, **added: torch.Tensor) -> Any:
+        if "pooled" not in added:
+            raise InputError("takes-pooled: the added input 'pooled' is missing")
+        shift = 0.1 * added["pooled"].mean(dim=1)[:, None, None, None]  # (B, 1, 1, 1)
+        return super().forward(sample, timestep, context) + shift
+
+
+class UndeclaredMicroConditioning(TakesPooled):
+    """Derives `time_ids` from the image size without declaring it."""
+
+    def micro_conditioning(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        return {"time_ids": torch.tensor([height, width], dtype=torch.float32)}
+
+
+class ZeroPooledWhenMissing(TakesPooled):
+    """Runs on zeros when `pooled` is not given, where it should refuse the call."""
+
+    def forward(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor, **added: torch.Tensor) -> Any:
+        pooled = added.get("pooled", torch.zeros(sample.shape[0], self.context_dim))
+        return super().forward(sample, timestep, context, pooled=pooled)
+
+
 class UnknownPredictionType(Denoiser):
     prediction_type = "eps"
 
@@ -268,6 +297,14 @@ DENOISER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "raw torch error for a wrong context": (
         lambda: NoContextCheck(toy.ToyDenoiserConfig()),
         {"wrong_context_width_is_a_diffstack_error"},
+    ),
+    "micro-conditioning not declared": (
+        lambda: UndeclaredMicroConditioning(toy.ToyDenoiserConfig()),
+        {"added_inputs_declared"},
+    ),
+    "missing added input run on zeros": (
+        lambda: ZeroPooledWhenMissing(toy.ToyDenoiserConfig()),
+        {"missing_added_input_is_a_diffstack_error"},
     ),
 }
 
@@ -404,8 +441,24 @@ class GuidanceWithoutDifference(Sampler):
 
     def _predict(self, x: Any, t: Any, job: SamplerInputs) -> Any:
         if job.uncond_context is None:
-            return job.denoiser(x, t, job.context)
-        return job.denoiser(x, t, job.uncond_context) + job.guidance_scale * job.denoiser(x, t, job.context)
+            return job.denoiser(x, t, job.context, **job.added)
+        uncond = job.denoiser(x, t, job.uncond_context, **{**job.added, **job.uncond_added})
+        return uncond + job.guidance_scale * job.denoiser(x, t, job.context, **job.added)
+
+
+class DropsAddedInputs(Sampler):
+    """Calls the denoiser without the run's added inputs."""
+
+    def _predict(self, x: Any, t: Any, job: SamplerInputs) -> Any:
+        return super()._predict(x, t, replace(job, added={}, uncond_added={}))
+
+
+class SwapsAddedHalves(Sampler):
+    """Gives the conditional half the unconditional added inputs and the reverse."""
+
+    def _predict(self, x: Any, t: Any, job: SamplerInputs) -> Any:
+        swapped = replace(job, added={**job.added, **job.uncond_added}, uncond_added=job.added)
+        return super()._predict(x, t, swapped)
 
 
 class DropsLastStep(Sampler):
@@ -496,6 +549,11 @@ SAMPLER_CASES: dict[str, tuple[Callable[[], Any], set[str]]] = {
         {"callback_once_per_step_in_order"},
     ),
     "request_stop ignored": (lambda: IgnoresStop(toy.ToySamplerConfig()), {"request_stop_ends_early"}),
+    "added inputs dropped": (lambda: DropsAddedInputs(toy.ToySamplerConfig()), {"added_inputs_follow_their_half"}),
+    "added inputs in the wrong half": (
+        lambda: SwapsAddedHalves(toy.ToySamplerConfig()),
+        {"added_inputs_follow_their_half"},
+    ),
     "input scaling skipped": (
         lambda: SkipsInputScaling(toy.ToySamplerConfig()),
         {"oracle_lands_on_x0", "oracle_lands_on_x0_with_guidance"},

@@ -262,3 +262,9 @@ def test_validate_deep_checks_names_and_shapes_without_reading_tensor_data(
         assert main(["validate", "--deep", str(path)]) == expected
     err = capsys.readouterr().err
     assert "component 'den': checkpoint" in err and "proj.weight: checkpoint (5, 4) vs model (4, 4)" in err
+
+
+def test_the_former_single_file_format_name_still_reads_as_single_file() -> None:
+    from core.registry_schema import WeightsRef
+
+    assert WeightsRef(path="sd.safetensors", format="sd1-single-file").format == "single-file"

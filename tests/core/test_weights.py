@@ -365,8 +365,8 @@ def test_config_for_a_different_architecture(tmp_path: Path) -> None:
 
 
 def test_config_feature_we_lack(tmp_path: Path) -> None:
-    write_json(tmp_path / "unet/config.json", {**SD15_UNET_CONFIG, "addition_embed_type": "text_time"})
-    with pytest.raises(WeightsError, match=r"config\.json: addition_embed_type='text_time' is a feature"):
+    write_json(tmp_path / "unet/config.json", {**SD15_UNET_CONFIG, "class_embed_type": "timestep"})
+    with pytest.raises(WeightsError, match=r"config\.json: class_embed_type='timestep' is a feature"):
         weights.read_component_weights(tmp_path, UNET)
 
 
@@ -381,12 +381,12 @@ def test_weights_for_a_different_architecture(tmp_path: Path) -> None:
 
 def test_single_file_without_the_component(tmp_path: Path) -> None:
     path = tmp_path / "unet-only.safetensors"
-    state = {"model.diffusion_model.out.2.weight": torch.zeros(1), "cond_stage_model.model.x": torch.zeros(1)}
+    state = {"model.diffusion_model.out.2.weight": torch.zeros(1), "conditioner.embedders.1.model.x": torch.zeros(1)}
     weights.save_state_dict(state, path)
-    assert weights.detect_format(path, UNET.checkpoint_layout) == "sd1-single-file"
+    assert weights.detect_format(path, UNET.checkpoint_layout) == "single-file"
     with pytest.raises(WeightsError, match=r"no first_stage_model\.\* keys for the encoder"):
         weights.read_component_weights(path, VAE)
-    with pytest.raises(WeightsError, match="OpenCLIP"):
+    with pytest.raises(WeightsError, match="SDXL's two text encoders"):
         weights.read_component_weights(path, CLIP)
 
 
@@ -414,7 +414,7 @@ def test_a_plugin_without_a_checkpoint_layout_reads_native_files_only(tmp_path: 
     assert set(state) == set(model.state_dict())
     single = tmp_path / "sd.safetensors"
     weights.save_state_dict({"model.diffusion_model.out.2.weight": torch.zeros(1)}, single)
-    for path, fmt, named in ((pipeline_folder[0], "auto", "diffusers"), (single, "sd1-single-file", "sd1-single-file")):
+    for path, fmt, named in ((pipeline_folder[0], "auto", "diffusers"), (single, "single-file", "single-file")):
         message = f"denoiser plugin 'plain-unet' declares no checkpoint layout for the {named} format"
         with pytest.raises(WeightsError, match=message):
             weights.read_component_weights(path, plain, fmt)

@@ -39,7 +39,8 @@ def test_fifteen_lines_command_writes_a_png(tiny_registry, tmp_path, capsys):
 
 def test_custom_pipeline_example_builds_and_runs():
     registry = core.load_registry(EXAMPLES / "custom_pipeline.yaml")
-    assert registry.pipeline_names == ["shapes-tiny", "sd15", "shapes-dpm", "shapes-edit"]  # extends: bundled
+    bundled = ["shapes-tiny", "sd15", "sd21", "sdxl"]  # extends: bundled
+    assert registry.pipeline_names == [*bundled, "shapes-dpm", "shapes-edit"]
     dpm = registry.build("shapes-dpm", device="cpu")
     edit = registry.build("shapes-edit", device="cpu")
     assert dpm.denoiser is edit.denoiser  # named components are shared

@@ -90,5 +90,5 @@ def test_a_recipe_with_one_field_changed_parses_or_names_the_problem(field, valu
 
 def test_the_fuzzed_inputs_start_from_valid_ones(tmp_path: Path):
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(BUNDLED, sort_keys=False))
-    assert core.load_registry(tmp_path / "registry.yaml").pipeline_names == ["shapes-tiny", "sd15"]
+    assert core.load_registry(tmp_path / "registry.yaml").pipeline_names == ["shapes-tiny", "sd15", "sd21", "sdxl"]
     assert parse_recipe(GOOD_RECIPE, "in.png").seed == 3

@@ -339,7 +339,7 @@ def test_a_dtype_torch_cannot_copy_from_is_refused_before_reading(tmp_path: Path
 # ─── 5. not a file ───────────────────────────────────────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("fmt", ["auto", "native", "sd1-single-file"])
+@pytest.mark.parametrize("fmt", ["auto", "native", "single-file"])
 def test_a_fifo_is_refused_without_being_opened(tmp_path: Path, fmt: str) -> None:
     os.mkfifo(tmp_path / "pipe.safetensors")  # opening it would block until a writer appears
     refused(
@@ -361,7 +361,7 @@ def test_a_fifo_config_json_is_refused(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("fmt", ["native", "sd1-single-file"])
+@pytest.mark.parametrize("fmt", ["native", "single-file"])
 def test_a_folder_for_a_file_format_says_so(tmp_path: Path, fmt: str) -> None:
     error = refused(
         r"a folder where a \.safetensors file is expected", weights.read_component_weights, tmp_path, UNET, fmt

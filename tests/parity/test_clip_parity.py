@@ -1,5 +1,7 @@
-"""Parity of `clip-text` with transformers (test-only oracle): `CLIPTextModel` on the same random weights, and
-`CLIPTokenizer` built from the same vocabulary files (derived here from the shipped OpenAI .gz, no downloads).
+"""Parity of `clip-text` with transformers (test-only oracle): `CLIPTextModel` and `CLIPTextModelWithProjection`
+on the same random weights (SD 1.x, SD 2.x's truncated tower, SDXL's penultimate un-normed context and pooled
+projection), and `CLIPTokenizer` built from the same vocabulary files (derived here from the shipped OpenAI .gz,
+no downloads).
 
 transformers 5's `CLIPTokenizer` is the `tokenizers`-backed one only: it never uses ftfy (not installed here
 either) nor html.unescape, which OpenAI's reference tokenizer applies first. Prompts with mojibake or HTML
@@ -219,21 +221,44 @@ def test_shipped_vocabulary_is_openais(reference_tokenizer) -> None:
     assert len(reference_tokenizer) == 49408
 
 
-def random_pair(config: Config, seed: int):
-    """Our model and transformers' with the same random weights (LayerNorms included), fp32."""
-    torch.manual_seed(seed)
-    reference_config = transformers.CLIPTextConfig(
-        **config.model_dump(exclude={"clip_skip", "max_length", "tokenizer"}), attn_implementation="eager"
-    )
-    reference = transformers.CLIPTextModel(reference_config).eval()
+OURS_ONLY = {"clip_skip", "final_layer_norm", "max_length", "tokenizer", "pad_token", "projection_dim"}
+
+
+def randomized(reference):
+    """`reference` with every weight random (LayerNorm scales near 1), in eval mode."""
     with torch.no_grad():
         for name, p in reference.named_parameters():
             is_norm_scale = "norm" in name and name.endswith("weight")
             p.copy_(1 + 0.1 * torch.randn_like(p) if is_norm_scale else 0.1 * torch.randn_like(p))
+    return reference.eval()
+
+
+def random_pair(config: Config, seed: int, **reference_overrides):
+    """Our model and transformers' (`CLIPTextModelWithProjection` when `projection_dim` is set, else
+    `CLIPTextModel`) with the same random weights (LayerNorms included), fp32."""
+    torch.manual_seed(seed)
+    reference_config = transformers.CLIPTextConfig(
+        **config.model_dump(exclude=OURS_ONLY), attn_implementation="eager", **reference_overrides
+    )
+    if config.projection_dim is None:
+        reference = randomized(transformers.CLIPTextModel(reference_config))
+    else:
+        reference_config.projection_dim = config.projection_dim
+        reference = randomized(transformers.CLIPTextModelWithProjection(reference_config))
     ours = CLIPText(config).eval()
-    # transformers 5 saves CLIPTextModel keys without the `text_model.` prefix that SD checkpoints carry
-    ours.load_state_dict({f"text_model.{k}": v for k, v in reference.state_dict().items()}, strict=True)
+    ours.load_state_dict(ours_from_transformers(reference.state_dict()), strict=True)
     return ours, reference
+
+
+def ours_from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5's CLIPTextModel is the text transformer itself (keys without `text_model.`, as it saves
+    them); a CLIPTextModelWithProjection holds it as `text_model` beside `text_projection`."""
+    return {k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v for k, v in state.items()}
+
+
+def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual − expected| relative to max(1, max |expected|)."""
+    return (actual - expected).abs().max().item() / max(expected.abs().max().item(), 1.0)
 
 
 CONFIGS = [
@@ -285,5 +310,67 @@ def test_model_matches_transformers(overrides: dict, reference_tokenizer) -> Non
             torch.testing.assert_close(expected, out.last_hidden_state, rtol=0, atol=0)
         actual = ours(prompts)
     assert actual.shape == (len(prompts), config.max_length, config.hidden_size)
-    scale = expected.abs().max().item()
-    assert (actual - expected).abs().max().item() <= 1e-5 * max(scale, 1.0)
+    assert scaled_error(actual, expected) <= 1e-5
+
+
+PROMPTS = ["a photo of an astronaut riding a horse", "", "🐱 café, it's 4K!!", "a <|endoftext|> b", "word " * 90]
+
+PROJECTED = dict(hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=6, hidden_act="gelu")
+
+
+@pytest.mark.parametrize("eos_token_id", [49407, 2], ids=["eos-first-match", "legacy-eos-argmax"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(projection_dim=24, clip_skip=2, final_layer_norm=False),  # SDXL's towers
+        dict(projection_dim=40),
+        dict(projection_dim=16, clip_skip=3, final_layer_norm=True),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_projection_matches_clip_text_model_with_projection(
+    overrides: dict, eos_token_id: int, reference_tokenizer
+) -> None:
+    """context = hidden_states[-clip_skip] (final-normed if final_layer_norm), pooled = text_embeds: the
+    projection of the final-normed last layer at the first EOS (transformers' legacy configs with
+    eos_token_id 2 take the argmax id instead, the same token for the OpenAI vocabulary, where EOS is the
+    highest id)."""
+    config = Config(**PROJECTED | overrides)
+    ours, reference = random_pair(config, seed=config.projection_dim or 0, eos_token_id=eos_token_id)
+    ids = reference_ids(reference_tokenizer, PROMPTS)
+    with torch.inference_mode():
+        out = reference(ids, output_hidden_states=True)
+        hidden = out.hidden_states[-config.clip_skip]
+        expected = reference.text_model.final_layer_norm(hidden) if config.final_layer_norm else hidden
+        with pytest.warns(UserWarning, match="truncated"):
+            context, pooled = ours.encode(PROMPTS)
+        with pytest.warns(UserWarning, match="truncated"):
+            conditioning = ours(PROMPTS)
+    assert ours.added_outputs == {"pooled": (config.projection_dim,)}
+    assert pooled is not None and pooled.shape == (len(PROMPTS), config.projection_dim)
+    assert scaled_error(context, expected) <= 1e-5
+    assert scaled_error(pooled, out.text_embeds) <= 1e-5
+    assert torch.equal(conditioning.context, context) and torch.equal(conditioning.added["pooled"], pooled)
+
+
+def test_truncated_tower_matches_clip_skip_2(reference_tokenizer) -> None:
+    """SD 2.x: diffusers' folders hold the text tower cut to N − 1 layers (final norm kept), SD 2.x's own code
+    takes the penultimate layer then the final norm: ours both ways vs transformers' N-layer model."""
+    config = Config(**PROJECTED | {"clip_skip": 2})
+    skipping, reference = random_pair(config, seed=7)
+    truncated = CLIPText(Config(**PROJECTED | {"num_hidden_layers": 2})).eval()
+    truncated.load_state_dict({k: v for k, v in skipping.state_dict().items() if ".layers.2." not in k})
+    reference_truncated = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(**Config(**PROJECTED | {"num_hidden_layers": 2}).model_dump(exclude=OURS_ONLY))
+    ).eval()
+    reference_truncated.load_state_dict({k.removeprefix("text_model."): v for k, v in truncated.state_dict().items()})
+    prompts = PROMPTS[:4]
+    ids = reference_ids(reference_tokenizer, prompts)
+    with torch.inference_mode():
+        out = reference(ids, output_hidden_states=True)
+        expected = reference.final_layer_norm(out.hidden_states[-2])
+        assert scaled_error(reference_truncated(ids).last_hidden_state, expected) <= 1e-6
+        ours_skipping, ours_truncated = skipping(prompts), truncated(prompts)
+    assert scaled_error(ours_skipping, expected) <= 1e-5
+    assert scaled_error(ours_truncated, expected) <= 1e-5
+    assert torch.equal(ours_skipping, ours_truncated)

@@ -1,19 +1,19 @@
 """Original single-file SD 1.x checkpoints, verified independently of the plugins' key tables (their layouts).
 
 A random tiny diffusers U-Net and VAE and a transformers CLIP text model are written out in the CompVis/LDM
-layout by this file's own diffusers → LDM conversion (`ldm_checkpoint`, the inverse direction, written
-separately). The file is then loaded (1) into our modules through `core.weights` and the plugins'
+layout by the test-side diffusers → LDM conversion (`original_layouts.ldm_checkpoint`, the inverse direction,
+written separately). The file is then loaded (1) into our modules through `core.weights` and the plugins'
 `CheckpointLayout`s and (2) into diffusers through its own `from_single_file` converter, offline with local
 configs; both must reproduce (3) the original model's outputs.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import torch
+from original_layouts import ldm_checkpoint, ldm_unet_key, ldm_vae_key
 
 from core import weights
 from plugins import clip_text, unet, vae_kl
@@ -54,76 +54,6 @@ CLIP = dict(
     num_attention_heads=4,
     max_position_embeddings=20,
 )
-
-
-# ─── diffusers → LDM, written independently of core.weights (the inverse direction) ─────────────────────
-
-
-def ldm_unet_key(key: str, layers: int, up_attention: list[bool]) -> str:
-    resnet = [
-        ("norm1", "in_layers.0"),
-        ("conv1", "in_layers.2"),
-        ("time_emb_proj", "emb_layers.1"),
-        ("norm2", "out_layers.0"),
-        ("conv2", "out_layers.3"),
-        ("conv_shortcut", "skip_connection"),
-    ]
-    top = {
-        "conv_in": "input_blocks.0.0",
-        "time_embedding.linear_1": "time_embed.0",
-        "time_embedding.linear_2": "time_embed.2",
-        "conv_norm_out": "out.0",
-        "conv_out": "out.2",
-        "mid_block.resnets.0": "middle_block.0",
-        "mid_block.attentions.0": "middle_block.1",
-        "mid_block.resnets.1": "middle_block.2",
-    }
-    module, _, leaf = key.rpartition(".")
-    for ours, theirs in resnet:
-        module = re.sub(rf"resnets\.(\d+)\.{ours}$", rf"resnets.\1.{theirs}", module)
-    for ours, theirs in top.items():
-        if module == ours or module.startswith(ours + "."):
-            return theirs + module[len(ours) :] + "." + leaf
-    block, level, sub, index, *rest = module.split(".")
-    level, index, inner = int(level), int(index), "".join(f"{part}." for part in rest)
-    if block == "down_blocks":
-        first = 1 + level * (layers + 1)  # input_blocks.0 is conv_in; each level: `layers` slots + downsample
-        if sub == "downsamplers":
-            return f"input_blocks.{first + layers}.0.op.{leaf}"
-        return f"input_blocks.{first + index}.{0 if sub == 'resnets' else 1}.{inner}{leaf}"
-    first = level * (layers + 1)  # each up level: `layers + 1` slots, the upsampler in the last one
-    if sub == "upsamplers":  # after the slot's resnet (.0) and attention (.1) if the level has one
-        return f"output_blocks.{first + layers}.{2 if up_attention[level] else 1}.conv.{leaf}"
-    return f"output_blocks.{first + index}.{0 if sub == 'resnets' else 1}.{inner}{leaf}"
-
-
-def ldm_vae_key(key: str, levels: int) -> str:
-    key = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
-    key = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", key)
-    key = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", key)
-    key = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.block.", key)
-    key = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.upsample.", key)
-    key = re.sub(r"mid_block\.resnets\.(\d)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", key)
-    for ours, theirs in [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]:
-        key = key.replace(f"mid_block.attentions.0.{ours}.", f"mid.attn_1.{theirs}.")
-    return key
-
-
-def ldm_checkpoint(unet: torch.nn.Module, vae: torch.nn.Module, text: torch.nn.Module) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    up_attention = ["CrossAttn" in kind for kind in UNET["up_block_types"]]
-    for key, value in unet.state_dict().items():
-        state["model.diffusion_model." + ldm_unet_key(key, UNET["layers_per_block"], up_attention)] = value
-    for key, value in vae.state_dict().items():
-        name = ldm_vae_key(key, len(VAE["block_out_channels"]))
-        if ".mid.attn_1." in name and name.endswith("weight") and value.ndim == 2:
-            value = value[:, :, None, None]  # LDM's attention projections are 1×1 convs
-        state["first_stage_model." + name] = value
-    for key, value in text.state_dict().items():  # transformers 5 names them without the text_model. prefix
-        state["cond_stage_model.transformer.text_model." + key.removeprefix("text_model.")] = value
-    state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(20)[None]
-    state["model_ema.decay"] = torch.tensor(0.9999)  # other top-level entries of real checkpoints are ignored
-    return {k: v.contiguous() for k, v in state.items()}
 
 
 # ─── fixtures ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -170,7 +100,7 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 def test_format_detected(checkpoint) -> None:
     for spec in SPECS.values():
-        assert weights.detect_format(checkpoint[0], spec.checkpoint_layout) == "sd1-single-file"
+        assert weights.detect_format(checkpoint[0], spec.checkpoint_layout) == "single-file"
 
 
 def test_unet_three_ways(checkpoint) -> None:

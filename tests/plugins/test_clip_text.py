@@ -12,10 +12,12 @@ import pydantic
 import pytest
 import torch
 
-from core import ConfigError, InputError, PluginManager, TextConditioner, WeightsError
+from core import Conditioning, ConfigError, InputError, PluginManager, TextConditioner, WeightsError, weights
+from core.checkpoint_layout import Unreadable
 from core.contracts import TextConditionerContract
 from plugins import clip_text
 from plugins.clip_text import CLIPText, Config
+from plugins.clip_text.checkpoint import openclip_names, single_file_names, tensor_names
 from plugins.clip_text.tokenizer import SHIPPED_VOCAB, CLIPTokenizer, read_bpe_gz
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
@@ -136,6 +138,172 @@ def test_state_dict_uses_transformers_key_names(text: CLIPText) -> None:
     assert len(keys) == 4 + 16 * 3  # embeddings 2, final norm 2, 16 tensors per layer; no buffers
 
 
+# -- projection, pooled output, final norm ----------------------------------------------------------------------
+
+
+def test_without_projection_encode_gives_no_pooled(text: CLIPText) -> None:
+    assert text.added_outputs == {} and text.text_projection is None
+    with torch.inference_mode():
+        context, pooled = text.encode(["a red circle"])
+        assert pooled is None and torch.equal(context, text(["a red circle"]))
+
+
+def test_projection_gives_a_conditioning_with_pooled() -> None:
+    text = tiny(projection_dim=12)
+    assert text.added_outputs == {"pooled": (12,)}
+    assert tuple(text.state_dict()["text_projection.weight"].shape) == (12, 32)
+    with torch.inference_mode():
+        out = text(["a red circle", ""])
+        context, pooled = text.encode(["a red circle", ""])
+    assert isinstance(out, Conditioning) and set(out.added) == {"pooled"}
+    assert out.context.shape == (2, 77, 32) and out.added["pooled"].shape == (2, 12)
+    assert torch.equal(out.context, context) and torch.equal(out.added["pooled"], pooled)
+    with torch.inference_mode():
+        empty_context, empty_pooled = text.encode([])
+    assert empty_context.shape == (0, 77, 32) and empty_pooled is not None and empty_pooled.shape == (0, 12)
+    with torch.inference_mode():
+        assert text.to(torch.bfloat16)(["a cat"]).added["pooled"].dtype == torch.bfloat16
+
+
+def test_pooled_is_the_projected_final_normed_last_layer_at_the_first_eos() -> None:
+    """Whatever clip_skip and final_layer_norm choose for the context."""
+    text = tiny(projection_dim=8)
+    sdxl = tiny(projection_dim=8, clip_skip=2, final_layer_norm=False)
+    sdxl.load_state_dict(text.state_dict())
+    prompts = ["a red circle", "a <|endoftext|> b", ""]
+    ids = text.tokenizer(prompts)
+    eos = [row.index(EOS) for row in ids.tolist()]
+    assert eos == [4, 2, 1]
+    with torch.inference_mode():
+        last = text(prompts).context  # clip_skip 1, final norm: the last layer, normed
+        expected = text.text_projection(last[torch.arange(3), eos])
+        assert torch.equal(text.encode(prompts)[1], expected)
+        assert torch.equal(sdxl.encode(prompts)[1], expected)
+
+
+def test_final_layer_norm_false_leaves_the_hidden_state_unnormed() -> None:
+    text = tiny()
+    raw = tiny(final_layer_norm=False, clip_skip=2)
+    raw.load_state_dict(text.state_dict())
+    skipping = tiny(clip_skip=2)
+    skipping.load_state_dict(text.state_dict())
+    with torch.inference_mode():
+        hidden = raw(["a red circle"])
+        torch.testing.assert_close(text.text_model.final_layer_norm(hidden), skipping(["a red circle"]), rtol=0, atol=0)
+        assert not torch.allclose(hidden, skipping(["a red circle"]))
+
+
+def test_pad_token_overrides_the_tokenizer() -> None:
+    text = tiny(pad_token="!")
+    assert text.tokenizer([""])[0].tolist() == [BOS, EOS] + [0] * 75
+    with pytest.raises(WeightsError, match="not in the vocabulary: pad '<|pad|>'"):
+        tiny(pad_token="<|pad|>")
+
+
+# -- checkpoint layouts ----------------------------------------------------------------------------------------
+
+
+def test_tensor_names_keep_text_projection_unprefixed() -> None:
+    keys = ["embeddings.token_embedding.weight", "text_model.final_layer_norm.bias", "text_projection.weight"]
+    assert tensor_names([*keys, "text_model.embeddings.position_ids"]) == {
+        "text_model.embeddings.token_embedding.weight": keys[0],
+        "text_model.final_layer_norm.bias": keys[1],
+        "text_projection.weight": keys[2],
+    }
+
+
+SD21_TEXT_CONFIG = {  # text_encoder/config.json of stabilityai/stable-diffusion-2-1 (a CLIPTextModel)
+    "architectures": ["CLIPTextModel"],
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "projection_dim": 512,
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "layer_norm_eps": 1e-05,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+
+@pytest.mark.parametrize(
+    ("subfolder", "architecture", "projection_dim", "tokenizer"),
+    [
+        ("text_encoder", "CLIPTextModel", None, "tokenizer"),  # SD 2.x states its CLIP model's projection
+        ("text_encoder_2", "CLIPTextModelWithProjection", 512, "tokenizer_2"),  # SDXL's second tower
+    ],
+)
+def test_diffusers_config_keeps_projection_dim_for_a_model_with_projection(
+    tmp_path: Path, subfolder: str, architecture: str, projection_dim: int | None, tokenizer: str
+) -> None:
+    folder = tmp_path / subfolder
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(SD21_TEXT_CONFIG | {"architectures": [architecture]}))
+    write_folder(tmp_path / tokenizer)
+    config = weights.read_diffusers_config(folder, clip_text.SPEC)
+    assert config.get("projection_dim") == projection_dim
+    assert config["tokenizer"] == str(tmp_path / tokenizer)
+    assert Config(**config).num_hidden_layers == 23
+
+
+def openclip_shapes(width: int = 64, layers: int = 2, projection: int = 16) -> dict[str, tuple[int, ...]]:
+    shapes = {"token_embedding.weight": (49408, width), "positional_embedding": (77, width)}
+    for i in range(layers):
+        block = f"transformer.resblocks.{i}."
+        shapes |= {block + "attn.in_proj_weight": (3 * width, width), block + "attn.in_proj_bias": (3 * width,)}
+        for name, shape in [("ln_1", (width,)), ("ln_2", (width,)), ("attn.out_proj", (width, width))]:
+            shapes |= {f"{block}{name}.weight": shape, f"{block}{name}.bias": (width,)}
+        shapes |= {block + "mlp.c_fc.weight": (4 * width, width), block + "mlp.c_fc.bias": (4 * width,)}
+        shapes |= {block + "mlp.c_proj.weight": (width, 4 * width), block + "mlp.c_proj.bias": (width,)}
+    return shapes | {"ln_final.weight": (width,), "ln_final.bias": (width,), "text_projection": (width, projection)}
+
+
+@pytest.mark.parametrize(
+    ("width", "layers", "projection", "heads"),
+    [(64, 2, 16, 1), (1024, 24, 1024, 16), (1280, 32, 1280, 20)],  # tiny, SD 2.x's ViT-H, SDXL's ViT-bigG
+    ids=["tiny", "vit-h", "vit-bigg"],
+)
+def test_openclip_names_cover_our_module(width: int, layers: int, projection: int, heads: int) -> None:
+    shapes = openclip_shapes(width, layers, projection) | {
+        "logit_scale": (),
+        "attn_mask": (77, 77),
+        "visual.proj": (3,),
+    }
+    names, architecture = openclip_names(shapes)
+    config = Config(**architecture)
+    assert (config.num_hidden_layers, config.intermediate_size, config.hidden_act) == (layers, 4 * width, "gelu")
+    assert (config.num_attention_heads, config.projection_dim, config.pad_token) == (heads, projection, "!")
+    with torch.device("meta"):
+        module = CLIPText(config)
+    assert set(names) == set(module.state_dict())
+    assert names["text_model.encoder.layers.1.self_attn.k_proj.bias"].rows == (width, 2 * width)
+    assert names["text_projection.weight"].transpose
+
+
+def test_openclip_unknown_tower_key_is_passed_on_for_strict_loading() -> None:
+    names, _ = openclip_names(openclip_shapes() | {"transformer.resblocks.0.attn.extra": (1,)})
+    assert names["transformer.resblocks.0.attn.extra"].key == "transformer.resblocks.0.attn.extra"
+
+
+def test_sd2_single_file_names_report_keys_under_model() -> None:
+    names, architecture = single_file_names({"model." + k: v for k, v in openclip_shapes().items()})
+    assert architecture["clip_skip"] == 2
+    assert names["text_model.embeddings.token_embedding.weight"].key == "model.token_embedding.weight"
+    with pytest.raises(Unreadable) as info:
+        single_file_names({"model.ln_final.weight": (64,)})
+    assert "model.token_embedding.weight" in info.value.missing
+
+
+def test_sdxl_file_is_named_as_a_lookalike(tmp_path: Path) -> None:
+    path = tmp_path / "sdxl.safetensors"
+    state = {"model.diffusion_model.out.2.bias": torch.zeros(1), "conditioner.embedders.1.model.x": torch.zeros(1)}
+    weights.save_state_dict(state, path)
+    with pytest.raises(WeightsError, match=r"no cond_stage_model\.\* keys .*SDXL's two text encoders"):
+        weights.read_component_weights(path, clip_text.SPEC)
+
+
 def test_deepcopy_gives_the_same_embeddings(text: CLIPText) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(copy.deepcopy(text)(["a cat"]), text(["a cat"]), rtol=0, atol=0)
@@ -166,6 +334,8 @@ def test_shorter_max_length() -> None:
         ({"max_length": 78}, "exceeds max_position_embeddings"),
         ({"hidden_act": "relu"}, "quick_gelu"),
         ({"hidden_dropout": 0.1}, "Extra inputs are not permitted"),
+        ({"projection_dim": 0}, "greater than or equal to 1"),
+        ({"final_layer_norm": "sometimes"}, "valid boolean"),
     ],
 )
 def test_config_rejects(overrides: dict, message: str) -> None:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import core
 from core.cli import eval as eval_command
 from core.cli import train as train_command
-from core.training import evaluate, recipes, stages
+from core.training import evaluate, stages
 from core.training.autoencoder import KLAutoencoderObjective
 from core.training.diffusion import DiffusionObjective
 from core.training.export import component_info, load_component
 from core.training.loop import CHECKPOINT, LOG, TrainConfig, train
+from core.training.recipe_file import RECIPE_FILE, STAGES, load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "models" / "shapes-tiny"
 
 TINY_VAE = {
     "block_out_channels": [8, 16],
@@ -110,18 +116,34 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path) -> None:
         train(vae_objective(), TrainConfig(steps=1, batch_size=1), tmp_path, resume=True, progress=False)
 
 
+def shipped_recipe() -> dict:
+    """The shipped recipe as plain data: only what the file sets."""
+    return load_recipe(SHIPPED / RECIPE_FILE).model_dump(exclude_unset=True)
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tiny_recipe() -> dict:
+    """The shipped recipe with tiny parts: the stages' code paths at a fraction of the cost."""
+    recipe = shipped_recipe()
+    recipe["vae"]["config"] = TINY_VAE
+    recipe["clip"] |= {"config": TINY_TEXT, "embed_dim": 8}
+    recipe["unet"] |= {"config": TINY_UNET, "cached_images": 8}
+    return recipe
+
+
 def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(recipes.VAE, "config", TINY_VAE)
-    monkeypatch.setitem(recipes.CLIP, "config", TINY_TEXT)
-    monkeypatch.setitem(recipes.CLIP, "embed_dim", 8)
-    monkeypatch.setitem(recipes.UNET, "config", TINY_UNET)
-    monkeypatch.setitem(recipes.UNET, "cached_images", 8)
     monkeypatch.setattr(stages, "FRESH_IMAGES", 8)
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers()
     train_command.add_parser(commands)
     eval_command.add_parser(commands)
     models = tmp_path / "models"
+    write_recipe(models / RECIPE_FILE, tiny_recipe())  # the default recipe: the one in --model-dir
     for stage in ("vae", "decoder", "clip", "unet"):
         args = parser.parse_args(
             [
@@ -140,8 +162,8 @@ def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> Non
             ]
         )
         assert args.run(args) == 0
-        info = component_info(models / recipes.WEIGHT_FILES[stage])
-        assert info["kind"] == recipes.KINDS[stage]
+        info = component_info(models / stages.WEIGHT_FILES[stage])
+        assert info["kind"] == stages.KINDS[stage]
     encoder = load_component(models / "encoder.safetensors")
     assert isinstance(encoder, core.Encoder) and encoder.scaling_factor > 0
     denoiser = load_component(models / "denoiser.safetensors")
@@ -152,10 +174,13 @@ def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> Non
         8,
         8,
     )
+    recipe = (models / RECIPE_FILE).rename(tmp_path / "elsewhere.yaml")  # --recipe: the recipe in any file
     args = parser.parse_args(
         [
             "train",
             "unet",
+            "--recipe",
+            str(recipe),
             "--steps",
             "3",
             "--batch-size",
@@ -173,7 +198,7 @@ def test_the_four_stages_run_from_the_command_line(tmp_path, monkeypatch) -> Non
 
 
 def test_every_stage_has_its_runner() -> None:
-    assert list(stages.RUNNERS) == list(recipes.STAGES)
+    assert tuple(stages.RUNNERS) == STAGES == tuple(stages.WEIGHT_FILES) == tuple(stages.KINDS)
     assert all(run is getattr(stages, f"run_{stage}") for stage, run in stages.RUNNERS.items())
 
 
