@@ -511,22 +511,26 @@ class Registry:
         return component
 
     def check_parts(self) -> list[str]:
-        """Build every declared part once, with its declared config and no weights (model parts on the meta
-        device, so nothing is allocated), and return one problem line per part that fails to build or lacks
+        """Build every declared part once, with its declared config over the architecture its weights state (when
+        they can be read now; headers and configs only) and no weights (model parts on the meta device, so
+        nothing is allocated), and return one problem line per part that fails to build or lacks
         part of its interface; then, per pipeline whose parts all built, one line if they do not fit together or
         its `defaults` break a rule a call would be held to (`Pipeline.settings`)."""
-        blocks: list[tuple[str, InlineComponent, str]] = [
-            (decl.kind, decl, f"component {name!r}") for name, decl in self._components.items()
+        blocks: list[tuple[str, InlineComponent, str, WeightsRef | None]] = [
+            (decl.kind, decl, f"component {name!r}", decl.weights) for name, decl in self._components.items()
         ]
         for name, pipeline in self._pipelines.items():
             for slot in PIPELINE_KINDS:
                 ref = getattr(pipeline, slot)
                 if isinstance(ref, InlineComponent):
-                    blocks.append((slot, ref, self._where(name, slot)))
+                    fill = pipeline.weights if slot in MODEL_KINDS else None
+                    blocks.append((slot, ref, self._where(name, slot), ref.weights or fill))
         problems, built = [], {}
-        for kind, block, where in blocks:
-            config = self.plugin_manager.get(kind, block.plugin).spec.config.model_validate(block.config)
+        for kind, block, where, weights_ref in blocks:
+            spec = self.plugin_manager.get(kind, block.plugin).spec
+            declared = merged_config(self._stated_architecture(spec, weights_ref, where), block.config)
             try:
+                config = validate_config(spec.config, declared, where=f"{where} ({kind} {block.plugin!r})")
                 if kind in MODEL_KINDS:
                     with torch.device("meta"), weights.SkipInitOnMeta():
                         built[where] = self._build_checked(kind, block, config, where)
@@ -566,13 +570,25 @@ class Registry:
                 problems.append(exc.message)
         return problems, skipped
 
+    def _stated_architecture(self, spec: ComponentSpec, weights_ref: WeightsRef | None, where: str) -> dict[str, Any]:
+        """The architecture the part's checkpoint states (its configs and tensor headers; no tensor data), so that
+        parts whose registry block leaves the architecture to the weights are checked as they will be built; {}
+        when there are no weights or they cannot be read now (an unset `${VAR}`; `validate --deep` reports the
+        rest)."""
+        if weights_ref is None or any(not os.environ.get(v) for v in VARIABLE.findall(weights_ref.path)):
+            return {}
+        try:
+            return self._read_weights(self._resolve_path(weights_ref.path, where), spec, weights_ref.format)[1]
+        except DiffstackError:
+            return {}
+
     def _check_weights_of(self, kind: str, block: InlineComponent, weights_ref: WeightsRef, where: str) -> None:
         """WeightsError unless the checkpoint at `weights_ref` fits `block`'s part exactly (names and shapes)."""
         path = self._resolve_path(weights_ref.path, where)
         spec = self.plugin_manager.get(kind, block.plugin).spec
         state, architecture = self._read_weights(path, spec, weights_ref.format)
         config = validate_config(
-            spec.config, {**architecture, **block.config}, where=f"{where} ({kind} {block.plugin!r})"
+            spec.config, merged_config(architecture, block.config), where=f"{where} ({kind} {block.plugin!r})"
         )
         with torch.device("meta"), weights.SkipInitOnMeta():
             module = self._build_checked(kind, block, config, where)

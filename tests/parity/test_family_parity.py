@@ -136,3 +136,13 @@ def test_fifteen_lines_sdxl_equals_the_pipeline(sdxl) -> None:
     reference = ours(PROMPT, seed=4, steps=5, guidance_scale=5.0, negative_prompt="", height=SIZE, width=SIZE)
     assert loop.shape == reference.pixels.shape
     assert (loop - reference.pixels).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("family", "text"), [("sdxl", "sdxl-text"), ("sd2", "clip-text")])
+def test_validate_checks_the_parts_as_the_weights_make_them(family, text, request, tmp_path) -> None:
+    """Blocks that name only plugins take their architecture from the folder, in `validate` as in `build`: the
+    plugins' defaults alone (SD 1.5's 768-wide U-Net, 2048-wide sdxl-text) would not fit together."""
+    reference, _ = request.getfixturevalue(family)
+    reference.save_pretrained(tmp_path / "folder")
+    registry = registry_for(tmp_path, "folder", text, "{plugin: euler}")
+    assert registry.check_parts() == [] and registry.check_weights() == ([], [])
