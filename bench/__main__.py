@@ -3,8 +3,10 @@
     python -m bench [--device cpu|cuda] [--only SECTION ...] [--repeats N] [--eager] [--json]
 
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
-(checkpoint loading, fresh processes); kernels (3×3 convolutions against torch's, CPU) only when named in
-`--only`. Every figure is a median over interleaved repeats; `ratio` is ours / reference (below 1: faster).
+(checkpoint loading, fresh processes); only when named in `--only`: kernels (3×3 convolutions against
+torch's, CPU) and load-sdxl (loading an SDXL base-sized checkpoint: writes 6.9 GB of files to the temporary
+folder, needs ~8 GB of memory per load; ~2–3 minutes on two CPU cores). Every figure is a median over
+interleaved repeats (a load: one run each); `ratio` is ours / reference (below 1: faster).
 The unet and txt2img sections time diffstack as built ("ours") and on its fast path ("ours fast",
 `core.performance.fast`; packing or compiling happens in an untimed first call).
 SD 1.5-architecture cases are long: its U-Net forward is timed `repeats // 2` times, its generation
@@ -32,8 +34,8 @@ from bench.row import Row
 from core.devices import resolve_device
 from core.performance import fast as fast_path
 
-SECTIONS = ("schedulers", "unet", "txt2img", "load", "kernels")
-DEFAULT_SECTIONS = SECTIONS[:-1]  # kernels: on request
+SECTIONS = ("schedulers", "unet", "txt2img", "load", "kernels", "load-sdxl")
+DEFAULT_SECTIONS = SECTIONS[:4]  # kernels and load-sdxl: on request
 
 
 def machine(device: torch.device) -> str:
@@ -140,8 +142,9 @@ def main() -> None:
         elif section == "kernels":
             rows += kernels.rows(device, args.repeats)
         else:
+            load = models.load_rows if section == "load" else models.load_sdxl_rows
             with tempfile.TemporaryDirectory() as folder:
-                rows += models.load_rows(device, Path(folder))
+                rows += load(device, Path(folder))
     header = {
         "machine": machine(device),
         "device": device.type,
