@@ -28,11 +28,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from core import CheckpointLayout, ComponentSpec, Conditioning, InputError, hookimpl
-from plugins import clip_text
+from plugins import clip_text, single_file
 from plugins.clip_text.checkpoint import CHECKPOINT_LAYOUT as CLIP_LAYOUT
 from plugins.clip_text.checkpoint import hf_names, openclip_names
-
-SDXL_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "conditioner.")  # its U-Net, VAE, text
 
 
 class ViTL(clip_text.Config):
@@ -112,7 +110,7 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
         "text_encoder": dataclasses.replace(
             CLIP_LAYOUT,
             single_file_prefix="conditioner.embedders.0.transformer.",
-            single_file_family=SDXL_SINGLE_FILE,
+            single_file_family=single_file.FAMILY,
             single_file_lookalikes={},
             single_file_names=hf_names,
         ),
@@ -120,7 +118,7 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
             CLIP_LAYOUT,
             diffusers_subfolder="text_encoder_2",
             single_file_prefix="conditioner.embedders.1.model.",
-            single_file_family=SDXL_SINGLE_FILE,
+            single_file_family=single_file.FAMILY,
             single_file_lookalikes={},
             single_file_names=openclip_names,
         ),

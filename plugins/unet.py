@@ -45,6 +45,7 @@ from torch import nn
 from core import CheckpointLayout, ComponentSpec, InputError, PredictionType, hookimpl
 from core.checkpoint_layout import ANY_VALUE, FileTensor, ShapeReader, Shapes, SingleFileNames, Unreadable
 from core.weights import read_json
+from plugins import single_file
 
 DownBlockType = Literal["CrossAttnDownBlock2D", "DownBlock2D"]
 UpBlockType = Literal["CrossAttnUpBlock2D", "UpBlock2D"]
@@ -555,8 +556,6 @@ DIFFUSERS_LEFT_OUT = {
     "mid_block_only_cross_attention": None,
     "reverse_transformer_layers_per_block": None,
 }
-SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
-SINGLE_FILE_FAMILY = (*SD1_SINGLE_FILE, "conditioner.")  # SDXL keeps its text encoders under conditioner.embedders
 SDXL_TIME_EMBED_DIM = 256  # addition_time_embed_dim of SDXL; shapes show only 6× it plus the pooled width
 HEAD_WIDTH = 64  # attention head width of SD 2.x and SDXL
 SD1_CONTEXT_DIM = 768  # CLIP ViT-L/14's width: SD 1.x's context, whose U-Net has 8 heads per level
@@ -705,8 +704,8 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
     diffusers_classes=("UNet2DConditionModel",),
     diffusers_left_out=DIFFUSERS_LEFT_OUT,
     config_from_diffusers=config_from_diffusers,
-    single_file_prefix="model.diffusion_model.",
-    single_file_family=SINGLE_FILE_FAMILY,
+    single_file_prefix=single_file.UNET,
+    single_file_family=single_file.FAMILY,
     single_file_names=single_file_names,
 )
 

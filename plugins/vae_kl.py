@@ -33,6 +33,7 @@ from torch import nn
 
 from core import CheckpointLayout, ComponentSpec, InputError, hookimpl
 from core.checkpoint_layout import FileTensor, ShapeReader, Shapes, SingleFileNames
+from plugins import single_file
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,6 @@ def _fade_in(previous: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) 
 
 # ─── checkpoints written by diffusers and by the original LDM code ─────────────────────────────────────
 
-SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
 _LDM_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 
 
@@ -405,8 +405,8 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
     diffusers_classes=("AutoencoderKL",),
     # diffusers' AutoencoderKL config keys that Config leaves out, at the value that means "feature off"
     diffusers_left_out={"act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None},
-    single_file_prefix="first_stage_model.",
-    single_file_family=SD1_SINGLE_FILE,
+    single_file_prefix=single_file.VAE,
+    single_file_family=single_file.FAMILY,
     single_file_names=single_file_names,
 )
 

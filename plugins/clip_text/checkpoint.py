@@ -23,8 +23,8 @@ from typing import Any
 from core import CheckpointLayout
 from core.checkpoint_layout import ANY_VALUE, FileTensor, ShapeReader, Shapes, SingleFileNames, Unreadable
 from core.weights import read_json
+from plugins import single_file
 
-SD1_SINGLE_FILE = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")  # its U-Net, VAE, text
 WITH_PROJECTION = "CLIPTextModelWithProjection"
 OPENCLIP_HEAD_WIDTH = 64  # OpenCLIP's ViT-H/14 and ViT-bigG/14 text towers: 1024/16 and 1280/20
 
@@ -193,8 +193,8 @@ CHECKPOINT_LAYOUT = CheckpointLayout(
     diffusers_left_out=dict.fromkeys(LEFT_OUT, ANY_VALUE),
     config_from_diffusers=config_from_diffusers,
     diffusers_tensor_names=tensor_names,
-    single_file_prefix="cond_stage_model.",
-    single_file_family=SD1_SINGLE_FILE,
+    single_file_prefix=single_file.SD_TEXT,
+    single_file_family=single_file.FAMILY,
     single_file_lookalikes={"conditioner.embedders.": "SDXL's two text encoders, read by an SDXL conditioner"},
     single_file_names=single_file_names,
 )
