@@ -39,13 +39,15 @@ class UnknownComponentError(PluginError):
 
 
 class RegistryError(DiffstackError):
-    """A registry file is malformed. `problems` holds every problem found, each with its path."""
+    """A registry file is malformed. `problems` holds every problem found, each with its path; a problem of
+    several lines (one error's own list) is indented under its first."""
 
     exit_code = 2
 
     def __init__(self, message: str, problems: list[str] | None = None, *, hint: str | None = None) -> None:
         self.problems = list(problems or [])
-        body = message if not self.problems else message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        listed = "\n".join("  - " + problem.replace("\n", "\n    ") for problem in self.problems)
+        body = message if not self.problems else message + "\n" + listed
         super().__init__(body, hint=hint)
 
 

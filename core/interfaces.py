@@ -100,15 +100,18 @@ class Denoiser(Protocol):
 
     `__call__(sample, timestep, context)`: sample (B, in_channels, h, w); timestep a Python number, a 0-d
     tensor or a (B,) tensor, int or float, in [0, num_train_timesteps); context (B, L, context_dim)
-    → prediction (B, in_channels, h, w) in the dtype of `sample`. Optionally, `sample_size`: the latent side h = w
-    the model was trained at; a pipeline whose registry sets no default size generates at sample_size × the
-    encoder's downsample factor.
+    → prediction (B, in_channels, h, w) in the dtype of `sample`; a context of another width raises a
+    `core.DiffstackError` (`core.InputError`), not a torch error. Optionally, `sample_size`: the latent side
+    h = w the model was trained at; a pipeline whose registry sets no default size generates at sample_size ×
+    the encoder's downsample factor.
 
     Conditioning beyond the context (SDXL, SD3-style models; `core.conditioning`): a denoiser may declare
     `added_inputs`, name → per-sample shape (SDXL's U-Net: `{"pooled": (1280,), "time_ids": (6,)}`), and is then
     called `denoiser(sample, t, context, **added)` with exactly those names, each (B, *shape). It may derive some
     itself from the image size with `micro_conditioning(height, width)` → name → 1-D tensor (SDXL's time ids);
     the others come from the text conditioner; a denoiser declaring nothing is called with three arguments.
+    A call missing a declared input raises a `core.DiffstackError` naming it (take them as optional keyword
+    arguments and check, rather than let Python's TypeError speak).
     """
 
     in_channels: int

@@ -325,6 +325,6 @@ def check_parts_fit(
         raise RegistryError(
             f"pipeline {name!r}: its parts do not fit together",
             problems,
-            hint="use parts of one architecture, or change `in_channels` / `cross_attention_dim` / `prediction_type` "
-            "in the configs",
+            hint="use parts of one model family, or change their configs so that the sizes, added inputs and "
+            "prediction types named above agree",
         )
