@@ -1,9 +1,11 @@
-"""`diffstack eval [PIPELINE]`: score a pipeline's images with the data set's pixel analyser."""
+"""`diffstack eval [PIPELINE]`: score a pipeline's images with the data set's pixel analyser.
+`diffstack eval schedulers`: the scheduler lab (`core.scheduler_lab`) — every rule × NFE on one pipeline."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from core.cli.shared import plugin_manager
 from core.create import create
 from core.errors import InputError
 from core.registry import Registry, load_registry
+from core.scheduler_lab import Captions, run_lab
+from core.scheduler_lab_report import PLOT_HINT, table, write
 from core.training import stages
 from core.training.evaluate import attribute_accuracy, labelled_grid
 from core.training.recipe_file import RECIPE_FILE, load_recipe
@@ -23,18 +27,31 @@ def add_parser(commands: Any) -> None:
     """Add `eval [PIPELINE] [--registry --n --steps --guidance --out --seed --device --dataset]`."""
     parser = commands.add_parser(
         "eval",
-        help="score a pipeline's images with the data set's pixel analyser",
+        help="score a pipeline's images with the data set's pixel analyser; `eval schedulers`: the scheduler lab",
         description="Generate captions of seen (3/4) and held-out (1/4) combinations, read each image back with "
         "the data set's analyser and print per-attribute accuracy, plus the encoder's PSNR on fresh images and a "
-        "contact sheet of prompts × seeds.",
+        "contact sheet of prompts × seeds. `diffstack eval schedulers [--pipeline P --schedulers a,b --nfe 4,8 "
+        "--n N --out DIR]` instead measures every scheduler × NFE: solver error against a converged reference, "
+        "the analyser's accuracy, and denoiser calls and time per image (table, CSV, JSON and plots in --out).",
     )
-    parser.add_argument("pipeline", nargs="?", help="pipeline name (default: the registry's default_pipeline)")
+    parser.add_argument(
+        "pipeline", nargs="?", help="pipeline name (default: the registry's default_pipeline), or `schedulers`"
+    )
     parser.add_argument("--registry", metavar="FILE", help="registry file (default: the registry in use)")
-    parser.add_argument("--n", type=int, default=200, help="captions to generate (default 200)")
+    parser.add_argument("--n", type=int, help="captions to generate (default 200; the lab: 32)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("grid.png"), help="contact sheet PNG (default grid.png)")
+    parser.add_argument(
+        "--out", type=Path, help="contact sheet PNG (default grid.png); the lab: a folder (default lab/)"
+    )
+    parser.add_argument("--pipeline", dest="lab_pipeline", metavar="P", help="the lab: the pipeline to measure")
+    parser.add_argument(
+        "--schedulers", type=names, help="the lab: comma-separated scheduler plugins (default: every installed one)"
+    )
+    parser.add_argument(
+        "--nfe", type=numbers, default=LAB_NFE, help="the lab: denoiser-call budgets (default 4,6,8,10,15,20,30,50)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--dataset",
@@ -73,8 +90,83 @@ def dataset_of(registry: Registry, pipeline: str, args: argparse.Namespace) -> s
     return load_recipe(recipe, plugin_manager=registry.plugin_manager).dataset
 
 
+LAB_NFE = (4, 6, 8, 10, 15, 20, 30, 50)
+LAB_CAPTIONS = 32
+
+
+def names(text: str) -> list[str]:
+    """`a,b,c` → ["a", "b", "c"] (an argparse type)."""
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError("give at least one name, comma-separated")
+    return found
+
+
+def numbers(text: str) -> list[int]:
+    """`4,8,16` → [4, 8, 16], each >= 1 (an argparse type)."""
+    try:
+        values = [int(part) for part in names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError("every NFE must be >= 1")
+    return sorted(set(values))
+
+
+def captions(dataset: str, n: int, seed: int) -> Captions:
+    """n captions of `dataset`: 3/4 of seen combinations, 1/4 held out, with their attributes."""
+    counts = {"seen": n - n // 4, "held-out": n // 4}
+    texts, groups, truths = [], [], []
+    for group, split in (("seen", "train"), ("held-out", "heldout")):
+        data = create("dataset", dataset, split=split, seed=seed, length=counts[group])
+        for i in range(counts[group]):
+            texts.append(data[i][1])
+            groups.append(group)
+            truths.append(data.attributes(i))
+    return Captions(texts, groups, truths)
+
+
+def run_lab_command(args: argparse.Namespace, registry: Registry) -> int:
+    """`diffstack eval schedulers`: the lab on one pipeline, its report printed and written to --out."""
+    name = args.lab_pipeline or registry.default_pipeline
+    dataset = dataset_of(registry, name, args) if name is not None else ""
+    pipe = registry.build(name, device=args.device)
+    installed = registry.plugin_manager.names("scheduler")
+    chosen = args.schedulers or installed
+    unknown = [s for s in chosen if s not in installed]
+    if unknown:
+        raise InputError(
+            f"no scheduler plugin named {', '.join(map(repr, unknown))}",
+            hint=f"installed: {', '.join(installed)}",
+        )
+    n = args.n or LAB_CAPTIONS
+    seed = args.seed + stages.EVAL_SEED_OFFSET
+    found = captions(dataset, n, seed)
+    analyse = create("dataset", dataset, split="train", seed=seed, length=1).analyse
+    result = run_lab(pipe, chosen, args.nfe, found, analyse=analyse, seed=seed, guidance_scale=args.guidance,
+                     progress=sys.stderr.isatty())  # fmt: skip
+    print(table(result))
+    out = args.out or Path("lab")
+    written = write(result, out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    if not any(p.name == "error_vs_nfe.png" for p in written):
+        print(PLOT_HINT)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
+    if args.pipeline == "schedulers":
+        return run_lab_command(args, registry)
+    lab_only = [flag for flag, value in (("--pipeline", args.lab_pipeline), ("--schedulers", args.schedulers))
+                if value is not None]  # fmt: skip
+    if lab_only:
+        raise InputError(
+            f"{', '.join(lab_only)} belong to `diffstack eval schedulers`",
+            hint="run `diffstack eval schedulers …`, or name the pipeline as `diffstack eval P`",
+        )
+    args.n = args.n or 200
+    args.out = args.out or Path("grid.png")
     name = args.pipeline or registry.default_pipeline
     dataset = dataset_of(registry, name, args) if name is not None else ""  # no name: build says so
     pipe = registry.build(name, device=args.device)

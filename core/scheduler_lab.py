@@ -1,0 +1,240 @@
+"""The scheduler lab: what an update rule is worth on a pipeline, measured at each budget of denoiser calls.
+
+For every scheduler × NFE (number of function evaluations: the denoiser calls a run may make), on the same
+captions, seeds and guidance:
+
+- **solver error** — RMS distance of the final latents, and of the decoded images in 1/255 units, to a
+  reference solution of the same probability-flow ODE from the same noise: `REFERENCE_RULE` at
+  `REFERENCE_STEPS` (the most its timesteps stay distinct at), whose own convergence is measured against half
+  as many steps. Every run goes from t = T − 1 to t = 0 (`linspace` spacing, no offset, for rules whose config
+  has these settings; `leading` and `trailing` move one end with the step count), so all rules at all budgets
+  integrate the same ODE between the same two points. Then most rules jump from t = 0 to σ = 0 (the x̂0 of
+  their last step); a rule with `final_sigmas_type` (DPM-Solver's) would jump from its last regular timestep,
+  t = T/n, which costs first order whatever its own order — the lab runs it with `sigma_min`, ending at t = 0,
+  and compares it with the reference's state there (`Cell.endpoint`). Stochastic rules (they draw noise in
+  `step`) solve an SDE instead: they are scored by quality only;
+- **quality** — the data set's pixel analyser on each image (background, colour, shape, size, all three), per
+  group of captions (seen and held-out combinations), as `diffstack eval` scores a pipeline;
+- **cost** — denoiser calls actually made (a second-order rule spends two per step; one call covers both halves
+  of guidance) and wall time per image.
+
+The steps a rule gets for a budget are NFE ÷ its `order` (at least 1); the calls it then makes are counted,
+so the plots put each rule where its real cost is. `LabResult.orders()` fits the empirical order of each
+deterministic rule: the slope of log(error) against log(calls) over its largest budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from core.contracts.scheduler import is_stochastic
+from core.errors import InputError
+from core.generation import Settings
+from core.interfaces import StepEvent
+from core.pipeline import Pipeline
+
+REFERENCE_RULE, REFERENCE_STEPS = "dpmpp-2m", 500
+SAME_ENDS = {"timestep_spacing": "linspace", "steps_offset": 0, "final_sigmas_type": "sigma_min"}
+"""Scheduler settings every lab run uses where the rule's config has them: all runs go from T − 1 to 0."""
+ENDPOINTS = {"x0": {"final_sigmas_type": "zero"}, "sigma_min": {"final_sigmas_type": "sigma_min"}}
+"""Where a run ends — x̂0 (σ = 0), or the state at t = 0 — and the reference's settings for each."""
+ORDER_FIT_POINTS = 4
+"""How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
+JOINT = ("background", "color", "shape")
+
+
+@dataclass(frozen=True)
+class Captions:
+    """The lab's prompts: caption i, its group (`seen`, `held-out`) and the attributes its image should show."""
+
+    texts: list[str]
+    groups: list[str]
+    truths: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scheduler at one budget. `endpoint`: where its runs end (a key of `ENDPOINTS`), the reference state
+    it is compared with; `latent_rms`/`image_rms` are None for a stochastic rule; `accuracy` maps group →
+    attribute → fraction right ({} without an analyser)."""
+
+    scheduler: str
+    nfe: int
+    steps: int
+    calls: int
+    seconds_per_image: float
+    stochastic: bool
+    endpoint: str
+    latent_rms: float | None
+    image_rms: float | None
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Order:
+    """The fitted slope of log(error) on log(calls) (the rule's empirical order is −slope) and the calls fitted."""
+
+    order: float
+    calls: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """Everything one lab run measured, with what it was run on."""
+
+    pipeline: str
+    guidance_scale: float
+    seed: int
+    captions: Captions
+    reference: str
+    reference_convergence: float
+    cells: list[Cell]
+    images: dict[tuple[str, int], torch.Tensor]
+    """(scheduler, nfe) → the first caption's image (3, H, W) in [-1, 1], for the contact sheet."""
+
+    def orders(self) -> dict[str, Order]:
+        """Per deterministic rule, the empirical order over its `ORDER_FIT_POINTS` largest budgets."""
+        fitted = {}
+        for name in dict.fromkeys(c.scheduler for c in self.cells):
+            points = sorted({(c.calls, c.latent_rms) for c in self.cells if c.scheduler == name and c.latent_rms})[
+                -ORDER_FIT_POINTS:
+            ]
+            if len(points) >= 2:
+                fitted[name] = Order(-slope([math.log(c) for c, _ in points], [math.log(e) for _, e in points]),
+                                     tuple(c for c, _ in points))  # fmt: skip
+        return fitted
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """The least-squares slope of y on x."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+
+
+class CountingDenoiser:
+    """The pipeline's denoiser, counting its calls; every attribute is the wrapped denoiser's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def run_lab(
+    pipe: Pipeline,
+    schedulers: Sequence[str],
+    nfes: Sequence[int],
+    captions: Captions,
+    *,
+    analyse: Callable[[torch.Tensor], dict[str, str]] | None = None,
+    seed: int = 0,
+    guidance_scale: float | None = None,
+    progress: bool = False,
+) -> LabResult:
+    """Measure every scheduler at every NFE on `captions` (image i from the noise of seed + i)."""
+    if not schedulers or not nfes or min(nfes) < 1:
+        raise InputError("the lab needs at least one scheduler and NFE values >= 1", hint="e.g. --nfe 4,8,16")
+    counting = CountingDenoiser(pipe.denoiser)
+    lab_pipe = dataclasses.replace(pipe, denoiser=counting)
+    guidance = pipe.settings("", guidance_scale=guidance_scale).guidance_scale
+    cells, images = [], {}
+    with tqdm(total=len(schedulers) * len(nfes) + 3, desc="scheduler lab", disable=not progress) as bar:
+        references = {}
+        for end, overrides in ENDPOINTS.items():
+            references[end] = _run(lab_pipe, REFERENCE_RULE, REFERENCE_STEPS, captions, seed, guidance, overrides)
+            bar.update(1)
+        half = _run(lab_pipe, REFERENCE_RULE, REFERENCE_STEPS // 2, captions, seed, guidance, ENDPOINTS["x0"])
+        bar.update(1)
+        for name in schedulers:
+            spec = pipe.plugin_manager.get("scheduler", name).spec
+            end = "sigma_min" if "final_sigmas_type" in spec.config.model_fields else "x0"
+            for nfe in nfes:
+                latents, pixels, settings, seconds, scheduler = _run(
+                    lab_pipe, name, None, captions, seed, guidance, nfe=nfe
+                )
+                calls = counting.calls
+                stochastic = is_stochastic(scheduler, (1, 4, 4, 4), settings.steps)
+                reference, reference_pixels, *_ = references[end]
+                cells.append(Cell(
+                    name, nfe, settings.steps, calls, seconds / len(captions.texts), stochastic, end,
+                    None if stochastic else rms(latents, reference),
+                    None if stochastic else 127.5 * rms(pixels, reference_pixels),
+                    accuracy(pixels, captions, analyse) if analyse else {},
+                ))  # fmt: skip
+                images[(name, nfe)] = pixels[0]
+                bar.update(1)
+    described = f"{REFERENCE_RULE}, {REFERENCE_STEPS} steps, {SAME_ENDS['timestep_spacing']} spacing"
+    convergence = rms(half[0], references["x0"][0])
+    return LabResult(pipe.name, guidance, seed, captions, described, convergence, cells, images)
+
+
+def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root-mean-square difference of two tensors of one shape."""
+    return float((a.float() - b.float()).pow(2).mean().sqrt())
+
+
+def accuracy(
+    pixels: torch.Tensor, captions: Captions, analyse: Callable[[torch.Tensor], dict[str, str]]
+) -> dict[str, dict[str, float]]:
+    """group → attribute → fraction of that group's images whose pixels show the caption's attribute, plus
+    "all three" (background, colour and shape right at once)."""
+    right: dict[str, dict[str, int]] = {}
+    count: dict[str, int] = {}
+    for image, group, truth in zip(pixels, captions.groups, captions.truths, strict=True):
+        seen = analyse(image)
+        tally = right.setdefault(group, dict.fromkeys([*truth, "all three"], 0))
+        for name in truth:
+            tally[name] += seen[name] == truth[name]
+        tally["all three"] += all(seen[name] == truth[name] for name in JOINT)
+        count[group] = count.get(group, 0) + 1
+    return {group: {name: n / count[group] for name, n in tally.items()} for group, tally in right.items()}
+
+
+def _run(
+    pipe: Pipeline,
+    name: str,
+    steps: int | None,
+    captions: Captions,
+    seed: int,
+    guidance: float,
+    overrides: dict[str, Any] | None = None,
+    *,
+    nfe: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Settings, float, Any]:
+    """(final latents (N, C, h, w), images (N, 3, H, W) in [-1, 1], the settings that ran, seconds, the
+    scheduler) of one run of rule `name` with `SAME_ENDS` and `overrides` where its config has them, at `steps`
+    or at the steps an `nfe` budget buys it; resets the denoiser's call count first."""
+    spec = pipe.plugin_manager.get("scheduler", name).spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # settings the swap drops are the point of comparing rules
+        settings = pipe.settings(captions.texts, seed=seed, steps=1, guidance_scale=guidance, scheduler=name)
+    wanted = {**SAME_ENDS, **(overrides or {})}
+    config = {**settings.scheduler_config, **{k: v for k, v in wanted.items() if k in spec.config.model_fields}}
+    scheduler = spec.build(spec.config.model_validate(config))
+    if steps is None:
+        steps = max(1, (nfe or 1) // max(1, int(getattr(scheduler, "order", 1))))
+    settings = dataclasses.replace(settings, steps=steps, scheduler_config=config)
+    final: dict[str, torch.Tensor] = {}
+
+    def keep_last(event: StepEvent) -> None:
+        final["latents"] = event.latents
+
+    pipe.denoiser.calls = 0  # type: ignore[attr-defined]  # the lab's CountingDenoiser
+    began = time.perf_counter()
+    generation = pipe.run(settings, callback=keep_last)
+    return final["latents"], generation.pixels, settings, time.perf_counter() - began, scheduler

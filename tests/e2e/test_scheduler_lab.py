@@ -1,0 +1,90 @@
+"""The scheduler lab (`diffstack eval schedulers`, `core/scheduler_lab.py`): the command writes its report, the
+error falls with NFE, and on a model whose ODE is smooth the fitted orders are the rules' theoretical ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import core
+from core.cli import main
+from core.scheduler_lab import Captions, run_lab
+
+
+def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lab"
+    code = main(["eval", "schedulers", "--schedulers", "ddim,euler", "--nfe", "4,16", "--n", "4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "empirical order" in printed and "reference: dpmpp-2m, 500 steps" in printed
+    names = {"results.csv", "results.json", "contact_sheet.png", "error_vs_nfe.png", "quality_vs_nfe.png"}
+    assert {p.name for p in out.iterdir()} == names
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    assert [(c["scheduler"], c["nfe"], c["calls"]) for c in cells] == [
+        ("ddim", 4, 4), ("ddim", 16, 16), ("euler", 4, 4), ("euler", 16, 16)
+    ]  # fmt: skip
+    for rule in ("ddim", "euler"):
+        low, high = (c for c in cells if c["scheduler"] == rule)
+        assert high["latent_rms"] < low["latent_rms"] / 3 and high["image_rms"] < low["image_rms"]
+        assert {"seen all three", "held-out all three"} <= set(high)
+
+
+def test_lab_only_options_without_schedulers_are_refused(capsys) -> None:
+    assert main(["eval", "--schedulers", "ddim"]) == 2
+    assert "belong to `diffstack eval schedulers`" in capsys.readouterr().err
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """The exact ε-prediction when every latent element is N(μ, s²) data: E[ε | x_t] = σ(x_t − aμ) / (a²s² + σ²),
+    a = √ᾱ_t, σ = √(1 − ᾱ_t) at integer timestep t — an ODE smooth in t, where solvers show their true order."""
+
+    mu, s = 0.3, 0.5
+
+    def __init__(self, like: torch.nn.Module, alphas_cumprod: torch.Tensor) -> None:
+        super().__init__()
+        self.in_channels, self.context_dim, self.prediction_type = like.in_channels, like.context_dim, "epsilon"
+        self.alphas_cumprod = alphas_cumprod.double()
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(timestep).reshape(-1)[0]
+        assert float(t) == round(float(t)), "the test runs rules with integer timesteps only"
+        alpha_bar = self.alphas_cumprod[int(t)]
+        a, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        eps = sigma * (sample.double() - a * self.mu) / (a**2 * self.s**2 + sigma**2)
+        return eps.to(sample.dtype)
+
+
+@pytest.mark.filterwarnings("ignore::core.errors.SwapWarning")
+def test_on_a_smooth_ode_the_fitted_orders_are_the_theoretical_ones(tiny_pipeline: core.Pipeline) -> None:
+    """DDIM is first order (±0.3 over 20–160 calls); DPM-Solver++(2M) is second order (Lu et al. 2022) once its
+    steps in λ are small — with `linspace` timesteps the last ones are large, so over 20–160 calls it is only
+    on its way: its error falls faster than DDIM's at each doubling of the calls, ≥ 3× at the last (order ≥ 1.6),
+    DDIM's ≤ 2.3×."""
+    schedule = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": False}
+    scheduler = core.create("scheduler", "ddim", **schedule)  # clipping x̂0 would make the ODE non-smooth
+    denoiser = GaussianDenoiser(tiny_pipeline.denoiser, scheduler.alphas_cumprod)
+    pipe = dataclasses.replace(tiny_pipeline, denoiser=denoiser, scheduler=scheduler)
+    captions = Captions(["a red circle"] * 2, ["seen"] * 2, [{}] * 2)
+    result = run_lab(pipe, ["ddim", "dpmpp-2m"], [20, 40, 80, 160], captions, guidance_scale=1.0)
+    assert abs(result.orders()["ddim"].order - 1) <= 0.3, result.orders()
+    errors = {name: [c.latent_rms for c in result.cells if c.scheduler == name] for name in ("ddim", "dpmpp-2m")}
+    falls = {name: [a / b for a, b in zip(e[1:], e[2:], strict=False)] for name, e in errors.items()}  # last two
+    assert falls["dpmpp-2m"][-1] >= 3 and max(falls["ddim"]) <= 2.3, falls
+    assert all(ours > ddim for ours, ddim in zip(falls["dpmpp-2m"], falls["ddim"], strict=True)), falls
+    assert result.reference_convergence < min(errors["ddim"])
+
+
+def test_without_matplotlib_the_report_skips_the_plots_and_says_how_to_get_them(
+    tiny_pipeline: core.Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import scheduler_lab_report as report
+
+    real = report.importlib.util.find_spec
+    monkeypatch.setattr(report.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
+    result = run_lab(tiny_pipeline, ["euler"], [4], Captions(["a red circle"], ["seen"], [{}]))
+    written = report.write(result, tmp_path)
+    assert [p.name for p in written] == ["results.csv", "results.json", "contact_sheet.png"]
+    assert report.PLOT_HINT == 'plots need matplotlib: pip install "diffstack[plot]"'
