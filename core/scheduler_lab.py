@@ -20,17 +20,22 @@ captions, seeds and guidance:
 
 The steps a rule gets for a budget are NFE ÷ its `order` (at least 1); the calls it then makes are counted,
 so the plots put each rule where its real cost is. `LabResult.orders()` fits the empirical order of each
-deterministic rule: the slope of log(error) against log(calls) over its largest budgets.
+deterministic rule: the slope of log(error) against log(calls) over its largest budgets. The reference runs
+are the lab's largest cost; given a `cache` folder they are kept there per (model weights, captions, seed,
+guidance), so a second look at other rules on the same captions skips them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,12 +46,14 @@ from core.errors import InputError
 from core.generation import Settings
 from core.interfaces import StepEvent
 from core.pipeline import Pipeline
+from core.weights import load_state_dict, save_state_dict
 
 REFERENCE_RULE, REFERENCE_STEPS = "dpmpp-2m", 500
 SAME_ENDS = {"timestep_spacing": "linspace", "steps_offset": 0, "final_sigmas_type": "sigma_min"}
 """Scheduler settings every lab run uses where the rule's config has them: all runs go from T − 1 to 0."""
 ENDPOINTS = {"x0": {"final_sigmas_type": "zero"}, "sigma_min": {"final_sigmas_type": "sigma_min"}}
 """Where a run ends — x̂0 (σ = 0), or the state at t = 0 — and the reference's settings for each."""
+PARTS = ("latents", "pixels")  # what a cached reference keeps per endpoint
 ORDER_FIT_POINTS = 4
 """How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
 JOINT = ("background", "color", "shape")
@@ -145,20 +152,19 @@ def run_lab(
     seed: int = 0,
     guidance_scale: float | None = None,
     progress: bool = False,
+    cache: Path | None = None,
+    reference_steps: int = REFERENCE_STEPS,
 ) -> LabResult:
-    """Measure every scheduler at every NFE on `captions` (image i from the noise of seed + i)."""
+    """Measure every scheduler at every NFE on `captions` (image i from the noise of seed + i) against the
+    reference at `reference_steps`; the reference runs are read from, or written to, `cache` when given."""
     if not schedulers or not nfes or min(nfes) < 1:
         raise InputError("the lab needs at least one scheduler and NFE values >= 1", hint="e.g. --nfe 4,8,16")
     counting = CountingDenoiser(pipe.denoiser)
     lab_pipe = dataclasses.replace(pipe, denoiser=counting)
     guidance = pipe.settings("", guidance_scale=guidance_scale).guidance_scale
     cells, images = [], {}
-    with tqdm(total=len(schedulers) * len(nfes) + 3, desc="scheduler lab", disable=not progress) as bar:
-        references = {}
-        for end, overrides in ENDPOINTS.items():
-            references[end] = _run(lab_pipe, REFERENCE_RULE, REFERENCE_STEPS, captions, seed, guidance, overrides)
-            bar.update(1)
-        half = _run(lab_pipe, REFERENCE_RULE, REFERENCE_STEPS // 2, captions, seed, guidance, ENDPOINTS["x0"])
+    with tqdm(total=len(schedulers) * len(nfes) + 1, desc="scheduler lab", disable=not progress) as bar:
+        references, convergence = _references(lab_pipe, captions, seed, guidance, cache, reference_steps)
         bar.update(1)
         for name in schedulers:
             spec = pipe.plugin_manager.get("scheduler", name).spec
@@ -169,7 +175,7 @@ def run_lab(
                 )
                 calls = counting.calls
                 stochastic = is_stochastic(scheduler, (1, 4, 4, 4), settings.steps)
-                reference, reference_pixels, *_ = references[end]
+                reference, reference_pixels = references[end]
                 cells.append(Cell(
                     name, nfe, settings.steps, calls, seconds / len(captions.texts), stochastic, end,
                     None if stochastic else rms(latents, reference),
@@ -178,9 +184,47 @@ def run_lab(
                 ))  # fmt: skip
                 images[(name, nfe)] = pixels[0]
                 bar.update(1)
-    described = f"{REFERENCE_RULE}, {REFERENCE_STEPS} steps, {SAME_ENDS['timestep_spacing']} spacing"
-    convergence = rms(half[0], references["x0"][0])
+    described = f"{REFERENCE_RULE}, {reference_steps} steps, {SAME_ENDS['timestep_spacing']} spacing"
     return LabResult(pipe.name, guidance, seed, captions, described, convergence, cells, images)
+
+
+def _references(
+    pipe: Pipeline, captions: Captions, seed: int, guidance: float, cache: Path | None, steps: int
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """endpoint → (reference latents, images) and the reference's distance to its run at half the steps —
+    from `cache` when it holds them for these weights, captions, seed and guidance, else run (and kept there)."""
+    key = _fingerprint(pipe, captions, seed, guidance, steps)
+    file = None if cache is None else cache / f"reference-{key}.safetensors"
+    if file is not None and file.is_file():
+        stored = load_state_dict(file)
+        found = {end: (stored[f"{end}.{PARTS[0]}"], stored[f"{end}.{PARTS[1]}"]) for end in ENDPOINTS}
+        return found, float(stored["convergence"])
+    found = {}
+    for end, overrides in ENDPOINTS.items():
+        latents, pixels, *_ = _run(pipe, REFERENCE_RULE, steps, captions, seed, guidance, overrides)
+        found[end] = (latents, pixels)
+    half = _run(pipe, REFERENCE_RULE, steps // 2, captions, seed, guidance, ENDPOINTS["x0"])[0]
+    convergence = rms(half, found["x0"][0])
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{end}.{part}": t for end, pair in found.items() for part, t in zip(PARTS, pair, strict=True)}
+        save_state_dict({**tensors, "convergence": torch.tensor(convergence)}, file)
+    return found, convergence
+
+
+def _fingerprint(pipe: Pipeline, captions: Captions, seed: int, guidance: float, steps: int) -> str:
+    """A hash of what the reference depends on: every weight of the model parts, the captions, seed, guidance,
+    image size and the reference's settings."""
+    digest = hashlib.sha256()
+    for part in (pipe.encoder, pipe.denoiser, pipe.text):
+        state = part.state_dict() if isinstance(part, torch.nn.Module) else {}
+        for name, tensor in state.items():
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    size = pipe.settings("").height, pipe.settings("").width
+    described = [captions.texts, seed, guidance, size, REFERENCE_RULE, steps, SAME_ENDS, ENDPOINTS]
+    digest.update(json.dumps(described, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -52,6 +52,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--nfe", type=numbers, default=LAB_NFE, help="the lab: denoiser-call budgets (default 4,6,8,10,15,20,30,50)"
     )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "diffstack" / "scheduler-lab",
+        help="the lab: folder keeping its reference solutions between runs (default ~/.cache/diffstack/scheduler-lab)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--dataset",
@@ -144,7 +150,7 @@ def run_lab_command(args: argparse.Namespace, registry: Registry) -> int:
     found = captions(dataset, n, seed)
     analyse = create("dataset", dataset, split="train", seed=seed, length=1).analyse
     result = run_lab(pipe, chosen, args.nfe, found, analyse=analyse, seed=seed, guidance_scale=args.guidance,
-                     progress=sys.stderr.isatty())  # fmt: skip
+                     progress=sys.stderr.isatty(), cache=args.cache)  # fmt: skip
     print(table(result))
     out = args.out or Path("lab")
     written = write(result, out)

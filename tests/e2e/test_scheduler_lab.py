@@ -17,7 +17,8 @@ from core.scheduler_lab import Captions, run_lab
 
 def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path: Path, capsys) -> None:
     out = tmp_path / "lab"
-    code = main(["eval", "schedulers", "--schedulers", "ddim,euler", "--nfe", "4,16", "--n", "4", "--out", str(out)])
+    command = ["eval", "schedulers", "--schedulers", "ddim,euler", "--nfe", "4,16", "--n", "4", "--out", str(out)]
+    code = main([*command, "--cache", str(tmp_path / "cache")])
     printed = capsys.readouterr().out
     assert code == 0 and "empirical order" in printed and "reference: dpmpp-2m, 500 steps" in printed
     names = {"results.csv", "results.json", "contact_sheet.png", "error_vs_nfe.png", "quality_vs_nfe.png"}
@@ -84,7 +85,27 @@ def test_without_matplotlib_the_report_skips_the_plots_and_says_how_to_get_them(
 
     real = report.importlib.util.find_spec
     monkeypatch.setattr(report.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name))
-    result = run_lab(tiny_pipeline, ["euler"], [4], Captions(["a red circle"], ["seen"], [{}]))
+    result = run_lab(tiny_pipeline, ["euler"], [4], Captions(["a red circle"], ["seen"], [{}]), reference_steps=20)
     written = report.write(result, tmp_path)
     assert [p.name for p in written] == ["results.csv", "results.json", "contact_sheet.png"]
     assert report.PLOT_HINT == 'plots need matplotlib: pip install "diffstack[plot]"'
+
+
+def test_the_reference_runs_are_cached_per_weights_captions_and_seed(
+    tiny_pipeline: core.Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import scheduler_lab
+
+    runs: list[str] = []
+    real = scheduler_lab._run
+    monkeypatch.setattr(
+        scheduler_lab, "_run", lambda pipe, name, *a, **k: runs.append(name) or real(pipe, name, *a, **k)
+    )
+    captions = Captions(["a red circle"], ["seen"], [{}])
+    first = run_lab(tiny_pipeline, ["euler"], [4], captions, cache=tmp_path, reference_steps=20)
+    second = run_lab(tiny_pipeline, ["euler"], [4], captions, cache=tmp_path, reference_steps=20)
+    assert runs == ["dpmpp-2m"] * 3 + ["euler", "euler"]  # two endpoints and the half-step run, once
+    assert [c.latent_rms for c in first.cells] == [c.latent_rms for c in second.cells]
+    assert first.reference_convergence == second.reference_convergence
+    run_lab(tiny_pipeline, ["euler"], [4], captions, seed=1, cache=tmp_path, reference_steps=20)  # a new reference
+    assert runs.count("dpmpp-2m") == 6 and len(list(tmp_path.iterdir())) == 2
