@@ -60,22 +60,16 @@ class GaussianDenoiser(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore::core.errors.SwapWarning")
 def test_on_a_smooth_ode_the_fitted_orders_are_the_theoretical_ones(tiny_pipeline: core.Pipeline) -> None:
-    """DDIM is first order (±0.3 over 20–160 calls); DPM-Solver++(2M) is second order (Lu et al. 2022) once its
-    steps in λ are small — with `linspace` timesteps the last ones are large, so over 20–160 calls it is only
-    on its way: its error falls faster than DDIM's at each doubling of the calls, ≥ 3× at the last (order ≥ 1.6),
-    DDIM's ≤ 2.3×."""
+    """DDIM is first order, DPM-Solver++(2M) second order (Lu et al. 2022): ±0.3 over 40–320 calls, where the
+    steps in λ have become small enough (`linspace` timesteps make the last ones large at fewer calls)."""
     schedule = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": False}
     scheduler = core.create("scheduler", "ddim", **schedule)  # clipping x̂0 would make the ODE non-smooth
     denoiser = GaussianDenoiser(tiny_pipeline.denoiser, scheduler.alphas_cumprod)
     pipe = dataclasses.replace(tiny_pipeline, denoiser=denoiser, scheduler=scheduler)
     captions = Captions(["a red circle"] * 2, ["seen"] * 2, [{}] * 2)
-    result = run_lab(pipe, ["ddim", "dpmpp-2m"], [20, 40, 80, 160], captions, guidance_scale=1.0)
-    assert abs(result.orders()["ddim"].order - 1) <= 0.3, result.orders()
-    errors = {name: [c.latent_rms for c in result.cells if c.scheduler == name] for name in ("ddim", "dpmpp-2m")}
-    falls = {name: [a / b for a, b in zip(e[1:], e[2:], strict=False)] for name, e in errors.items()}  # last two
-    assert falls["dpmpp-2m"][-1] >= 3 and max(falls["ddim"]) <= 2.3, falls
-    assert all(ours > ddim for ours, ddim in zip(falls["dpmpp-2m"], falls["ddim"], strict=True)), falls
-    assert result.reference_convergence < min(errors["ddim"])
+    result = run_lab(pipe, ["ddim", "dpmpp-2m"], [40, 80, 160, 320], captions, guidance_scale=1.0)
+    orders = {name: order.order for name, order in result.orders().items()}
+    assert abs(orders["ddim"] - 1) <= 0.3 and abs(orders["dpmpp-2m"] - 2) <= 0.3, orders
 
 
 def test_without_matplotlib_the_report_skips_the_plots_and_says_how_to_get_them(
