@@ -9,9 +9,12 @@ Python's int conversion is a `ValueError` too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from core.errors import DiffstackError
 
 MAX_NODES = 100_000
 """Scalars, sequences and mappings of the document with aliases expanded: a registry has a few hundred."""
@@ -53,3 +56,32 @@ def load_bounded(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def read_bounded(
+    file: Path, *, what: str, keys: str, error: type[DiffstackError], max_bytes: int, hint: str
+) -> dict[str, Any]:
+    """The top-level mapping of YAML `file` (`what` it is: "a registry file"; `keys`: what its top level holds),
+    read within `max_bytes` and `load_bounded`'s limits; anything wrong with it — too large, missing,
+    unreadable, not UTF-8, invalid YAML, past a limit, not a mapping — is one `error` naming the file."""
+    try:
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise error(f"{file}: {size} bytes is not {what} (the limit is {max_bytes})", hint=hint)
+        raw = load_bounded(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{file}: not found: no {what.removeprefix('a ')} here", hint=hint) from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{file}: not UTF-8 text (byte {exc.start}): {what} is YAML", hint=hint) from None
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{file}: refused: {str(exc)[:300]}", hint=hint) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{file}: invalid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise error(f"{file}: cannot read {what} ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{file}: the top level must be a mapping with {keys}", hint=hint)
+    return raw

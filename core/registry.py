@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import yaml
 from pydantic import ValidationError
 
 from core import weights
-from core.bounded_yaml import load_bounded
+from core.bounded_yaml import read_bounded
 from core.component_spec import ComponentSpec
 from core.containment import contained
 from core.devices import placement_dtype, resolve_device, resolve_dtype
@@ -150,37 +149,11 @@ def _anchored(block: Any, folder: Path) -> Any:
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     """The top-level mapping of registry `file`, parsed within `core.bounded_yaml`'s limits."""
-    try:
-        size = file.stat().st_size
-        if size > MAX_REGISTRY_BYTES:
-            raise RegistryError(
-                f"{file}: {size} bytes is not a registry file (the limit is {MAX_REGISTRY_BYTES})",
-                hint="point --registry at the YAML registry file",
-            )
-        raw = load_bounded(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RegistryError(
-            f"{file}: not UTF-8 text (byte {exc.start}): a registry file is YAML",
-            hint="point --registry at the YAML registry file",
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise RegistryError(
-            f"{file}: refused: {str(exc)[:300]}",
-            hint="a registry is a small YAML file of a few hundred values: check that this is the file you meant",
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RegistryError(f"{file}: invalid YAML{where}: {problem}") from None
-    except OSError as exc:
-        raise RegistryError(f"{file}: cannot read the registry file ({exc.strerror})") from None
-    if not isinstance(raw, dict):
-        raise RegistryError(
-            f"{file}: the top level must be a mapping with `version`, `components` and `pipelines`",
-            hint="start the file with `version: 1`",
-        )
-    return raw
+    return read_bounded(
+        file, what="a registry file", keys="`version`, `components` and `pipelines` (start with `version: 1`)",
+        error=RegistryError, max_bytes=MAX_REGISTRY_BYTES,
+        hint="point --registry at the YAML registry file; a registry is a small file of a few hundred values",
+    )  # fmt: skip
 
 
 class _Validator:

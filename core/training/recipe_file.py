@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.bounded_yaml import load_bounded
+from core.bounded_yaml import read_bounded
 from core.errors import ConfigError, PluginError
 from core.plugin_manager import PluginManager
 from core.schedules import ScheduleConfig
@@ -162,30 +161,8 @@ def _validated(file: Path, raw: Any) -> TrainingRecipe:
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     """The top-level mapping of recipe `file`, parsed within `core.bounded_yaml`'s limits."""
-    hint = "point --recipe at the model's recipe.yaml"
-    try:
-        size = file.stat().st_size
-        if size > MAX_RECIPE_BYTES:
-            raise ConfigError(
-                f"{file}: {size} bytes is not a training recipe (the limit is {MAX_RECIPE_BYTES})", hint=hint
-            )
-        raw = load_bounded(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{file}: no training recipe here",
-            hint=f"pass --recipe FILE, or put the model's {RECIPE_FILE} in its folder (--model-dir)",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}): a training recipe is YAML", hint=hint) from None
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file}: refused: {str(exc)[:300]}", hint=hint) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the training recipe ({exc.strerror})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping with `dataset` and the stages {', '.join(STAGES)}")
-    return raw
+    return read_bounded(
+        file, what="a training recipe", keys=f"`dataset` and the stages {', '.join(STAGES)}", error=ConfigError,
+        max_bytes=MAX_RECIPE_BYTES,
+        hint=f"pass --recipe FILE, or put the model's {RECIPE_FILE} in its folder (--model-dir)",
+    )  # fmt: skip
