@@ -18,6 +18,7 @@ from core.errors import InputError
 from core.registry import Registry, load_registry
 from core.scheduler_lab import Captions, run_lab
 from core.scheduler_lab_report import PLOT_HINT, table, write
+from core.suggest import did_you_mean
 from core.training import stages
 from core.training.evaluate import attribute_accuracy, labelled_grid
 from core.training.recipe_file import RECIPE_FILE, load_recipe
@@ -142,7 +143,7 @@ def run_lab_command(args: argparse.Namespace, registry: Registry) -> int:
     unknown = [s for s in chosen if s not in installed]
     if unknown:
         raise InputError(
-            f"no scheduler plugin named {', '.join(map(repr, unknown))}",
+            f"no scheduler plugin named {', '.join(repr(s) + did_you_mean(s, installed) for s in unknown)}",
             hint=f"installed: {', '.join(installed)}",
         )
     n = args.n or LAB_CAPTIONS

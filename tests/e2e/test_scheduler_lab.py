@@ -38,6 +38,12 @@ def test_lab_only_options_without_schedulers_are_refused(capsys) -> None:
     assert "belong to `diffstack eval schedulers`" in capsys.readouterr().err
 
 
+def test_an_unknown_scheduler_is_named_before_anything_runs(capsys) -> None:
+    assert main(["eval", "schedulers", "--schedulers", "ddim,dimm", "--nfe", "4"]) == 2
+    error = capsys.readouterr().err
+    assert "no scheduler plugin named 'dimm' (did you mean 'ddim'?)" in error and "installed: ddim, ddpm" in error
+
+
 class GaussianDenoiser(torch.nn.Module):
     """The exact ε-prediction when every latent element is N(μ, s²) data: E[ε | x_t] = σ(x_t − aμ) / (a²s² + σ²),
     a = √ᾱ_t, σ = √(1 − ᾱ_t) at integer timestep t — an ODE smooth in t, where solvers show their true order."""
