@@ -46,6 +46,7 @@ from core.errors import InputError
 from core.generation import Settings
 from core.interfaces import StepEvent
 from core.pipeline import Pipeline
+from core.training.evaluate import JOINT
 from core.weights import load_state_dict, save_state_dict
 
 REFERENCE_RULE, REFERENCE_STEPS = "dpmpp-2m", 500
@@ -56,7 +57,6 @@ ENDPOINTS = {"x0": {"final_sigmas_type": "zero"}, "sigma_min": {"final_sigmas_ty
 PARTS = ("latents", "pixels")  # what a cached reference keeps per endpoint
 ORDER_FIT_POINTS = 4
 """How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
-JOINT = ("background", "color", "shape")
 
 
 @dataclass(frozen=True)
