@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.contracts.scheduler import is_stochastic
-from core.errors import InputError
+from core.errors import DiffstackError, InputError
 from core.generation import Settings
 from core.interfaces import StepEvent
 from core.pipeline import Pipeline
@@ -192,13 +192,17 @@ def _references(
     pipe: Pipeline, captions: Captions, seed: int, guidance: float, cache: Path | None, steps: int
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
     """endpoint → (reference latents, images) and the reference's distance to its run at half the steps —
-    from `cache` when it holds them for these weights, captions, seed and guidance, else run (and kept there)."""
+    from `cache` when it holds them for these weights, captions, seed and guidance, else run (and kept there;
+    a damaged or incomplete cache file is run again and replaced)."""
     key = _fingerprint(pipe, captions, seed, guidance, steps)
     file = None if cache is None else cache / f"reference-{key}.safetensors"
     if file is not None and file.is_file():
-        stored = load_state_dict(file)
-        found = {end: (stored[f"{end}.{PARTS[0]}"], stored[f"{end}.{PARTS[1]}"]) for end in ENDPOINTS}
-        return found, float(stored["convergence"])
+        try:
+            stored = load_state_dict(file)
+            found = {end: (stored[f"{end}.{PARTS[0]}"], stored[f"{end}.{PARTS[1]}"]) for end in ENDPOINTS}
+            return found, float(stored["convergence"])
+        except (DiffstackError, KeyError):
+            pass
     found = {}
     for end, overrides in ENDPOINTS.items():
         latents, pixels, *_ = _run(pipe, REFERENCE_RULE, steps, captions, seed, guidance, overrides)

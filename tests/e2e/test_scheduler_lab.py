@@ -109,3 +109,7 @@ def test_the_reference_runs_are_cached_per_weights_captions_and_seed(
     assert first.reference_convergence == second.reference_convergence
     run_lab(tiny_pipeline, ["euler"], [4], captions, seed=1, cache=tmp_path, reference_steps=20)  # a new reference
     assert runs.count("dpmpp-2m") == 6 and len(list(tmp_path.iterdir())) == 2
+    for file in tmp_path.iterdir():
+        file.write_bytes(file.read_bytes()[:100])  # a run killed while writing the cache
+    again = run_lab(tiny_pipeline, ["euler"], [4], captions, cache=tmp_path, reference_steps=20)
+    assert runs.count("dpmpp-2m") == 9 and [c.latent_rms for c in again.cells] == [c.latent_rms for c in first.cells]
