@@ -32,6 +32,11 @@ class SwapWarning(UserWarning):
     field or refuses its value (`core.scheduler_swap`)."""
 
 
+class FewStepsWarning(UserWarning):
+    """A call runs a scheduler at fewer steps than its pipeline declares it needs to draw the prompt
+    (`fewest_steps` in the registry, as the scheduler lab measures it)."""
+
+
 class UnknownComponentError(PluginError):
     """No plugin provides the requested kind/name (a usage error: the name is misspelled or not installed)."""
 

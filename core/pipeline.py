@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from core.conditioning import added_for, as_conditioning, missing_inputs
 from core.containment import CallbackFailed, attributed, contained, is_plugin_failure
-from core.errors import DiffstackError, InputError, RegistryError, SwapWarning
+from core.errors import DiffstackError, FewStepsWarning, InputError, RegistryError, SwapWarning
 from core.generation import FALLBACK_STRENGTH, Generation, Settings, check_settings, prompt_list
 from core.images import from_pil
 from core.interfaces import (
@@ -49,8 +49,8 @@ InitImage = Image.Image | list[Image.Image]
 
 @dataclass
 class Pipeline:
-    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults` and `limits` come from the
-    registry;
+    """A built pipeline. `device`/`dtype` are where its model parts live; `defaults`, `limits` and
+    `fewest_steps` (scheduler → the fewest steps it draws the prompt at here) come from the registry;
     `plugins` names the plugin of each part by kind (`{"scheduler": "ddim", …}`).
 
     Calling it is thread-safe: each call works on its own copy of the scheduler.
@@ -68,6 +68,7 @@ class Pipeline:
     plugin_manager: PluginManager
     plugins: dict[str, str]
     limits: PipelineLimits = field(default_factory=PipelineLimits)
+    fewest_steps: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_parts_fit(self.name, self.encoder, self.denoiser, self.text, self.scheduler)
@@ -132,7 +133,16 @@ class Pipeline:
             scheduler=scheduler or self.plugins["scheduler"], scheduler_config=scheduler_config.model_dump(mode="json"),
         )  # fmt: skip
         train_timesteps = scheduler_config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
-        return check_settings(settings, self.encoder.downsample_factor, train_timesteps, self.limits)
+        checked = check_settings(settings, self.encoder.downsample_factor, train_timesteps, self.limits)
+        fewest = self.fewest_steps.get(checked.scheduler, 0)
+        if checked.steps < fewest:
+            warnings.warn(
+                f"{checked.scheduler} at {checked.steps} steps: on pipeline {self.name!r} it draws the prompt from "
+                f"{fewest} steps (the registry's fewest_steps); use --steps {fewest} or another --scheduler",
+                FewStepsWarning,
+                stacklevel=3,
+            )
+        return checked
 
     def run(
         self,

@@ -403,6 +403,7 @@ class Registry:
             limits=decl.limits,
             plugin_manager=self.plugin_manager,
             plugins=self._plugins_of(name),
+            fewest_steps=dict(decl.fewest_steps),
         )
 
     def build_component(
@@ -586,6 +587,11 @@ class Registry:
         """Problems of pipeline `name` built from `parts` (on the meta device): parts that do not fit, or
         `defaults` that a call relying on them would be refused for."""
         decl = self.pipeline_declaration(name)
+        installed = self.plugin_manager.names("scheduler")
+        unknown = [rule for rule in decl.fewest_steps if rule not in installed]
+        if unknown:
+            named = ", ".join(repr(rule) + did_you_mean(rule, installed) for rule in unknown)
+            return [f"pipeline {name!r}: fewest_steps names no installed scheduler: {named}"]
         try:
             parts = {**parts, "scheduler": self._reading_predictions(name, parts["scheduler"], parts["denoiser"])}
             pipe = Pipeline(

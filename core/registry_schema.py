@@ -83,7 +83,9 @@ class PipelineDecl(Strict):
     """An entry under `pipelines:`. Each slot is a component name or an inline block.
 
     `weights` (a diffusers folder or a single-file checkpoint) fills every model part that has none;
-    `performance` opts into the fast path (`core.performance`).
+    `performance` opts into the fast path (`core.performance`); `fewest_steps` maps scheduler names to the
+    fewest steps at which they draw the prompt on this model (`diffstack eval schedulers` suggests it): a call
+    with fewer gets a one-line warning before it runs.
     """
 
     weights: WeightsRef | None = None
@@ -95,6 +97,7 @@ class PipelineDecl(Strict):
     defaults: PipelineDefaults = Field(default_factory=PipelineDefaults)
     limits: PipelineLimits = Field(default_factory=PipelineLimits)
     performance: Performance = Field(default_factory=Performance)
+    fewest_steps: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
 
     _weights = field_validator("weights", mode="before")(_weights_shorthand)
 

@@ -33,6 +33,7 @@ import json
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ SAME_ENDS = {"timestep_spacing": "linspace", "steps_offset": 0, "final_sigmas_ty
 ENDPOINTS = {"x0": {"final_sigmas_type": "zero"}, "sigma_min": {"final_sigmas_type": "sigma_min"}}
 """Where a run ends — x̂0 (σ = 0), or the state at t = 0 — and the reference's settings for each."""
 PARTS = ("latents", "pixels")  # what a cached reference keeps per endpoint
+QUALITY_BAR = 0.8
+"""The share of images right on all three a rule must reach to count as drawing the prompt (the model card's)."""
 ORDER_FIT_POINTS = 4
 """How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
 
@@ -107,6 +110,20 @@ class LabResult:
     cells: list[Cell]
     images: dict[tuple[str, int], torch.Tensor]
     """(scheduler, nfe) → the first caption's image (3, H, W) in [-1, 1], for the contact sheet."""
+
+    def fewest_steps(self, bar: float = QUALITY_BAR) -> dict[str, int]:
+        """Per rule, the steps of its smallest budget from which every larger one has at least `bar` of all
+        captions right on all three — a registry's `fewest_steps` block; rules never reaching it are left out."""
+        weights = {group: captions_in / len(self.captions.groups)
+                   for group, captions_in in Counter(self.captions.groups).items()}  # fmt: skip
+        fewest: dict[str, int] = {}
+        for name in dict.fromkeys(c.scheduler for c in self.cells):
+            for cell in sorted((c for c in self.cells if c.scheduler == name), key=lambda c: -c.nfe):
+                right = sum(weights[g] * acc["all three"] for g, acc in cell.accuracy.items())
+                if not cell.accuracy or right < bar:
+                    break
+                fewest[name] = cell.steps
+        return fewest
 
     def orders(self) -> dict[str, Order]:
         """Per deterministic rule, the empirical order over its `ORDER_FIT_POINTS` largest budgets."""

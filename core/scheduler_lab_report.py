@@ -60,6 +60,9 @@ def table(result: LabResult) -> str:
         f"reference: {result.reference}; its distance to half as many steps: {result.reference_convergence:.4f} "
         "(latent rms)"
     )
+    if groups:
+        fewest = ", ".join(f"{name}: {steps}" for name, steps in result.fewest_steps().items())
+        lines.append(f"for the registry (all three right ≥ 80 % from there on): fewest_steps: {{{fewest}}}")
     return "\n".join(lines)
 
 
@@ -82,6 +85,7 @@ def write(result: LabResult, out: Path) -> list[Path]:
         "reference": result.reference,
         "reference_convergence": result.reference_convergence,
         "orders": {name: {"order": o.order, "calls": list(o.calls)} for name, o in result.orders().items()},
+        "fewest_steps": result.fewest_steps(),
         "cells": flat,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

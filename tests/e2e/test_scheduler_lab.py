@@ -12,7 +12,7 @@ import torch
 
 import core
 from core.cli import main
-from core.scheduler_lab import Captions, run_lab
+from core.scheduler_lab import Captions, Cell, LabResult, run_lab
 
 
 def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path: Path, capsys) -> None:
@@ -113,3 +113,40 @@ def test_the_reference_runs_are_cached_per_weights_captions_and_seed(
         file.write_bytes(file.read_bytes()[:100])  # a run killed while writing the cache
     again = run_lab(tiny_pipeline, ["euler"], [4], captions, cache=tmp_path, reference_steps=20)
     assert runs.count("dpmpp-2m") == 9 and [c.latent_rms for c in again.cells] == [c.latent_rms for c in first.cells]
+
+
+def test_generate_warns_below_the_steps_a_rule_needs_on_this_pipeline(tmp_path: Path, capsys) -> None:
+    """The bundled shapes-tiny declares the lab's `fewest_steps`; fewer steps get one warning line, no refusal."""
+    prompt = "a large red circle on a blue background"
+    assert main(["generate", prompt, "--scheduler", "dpmpp-2m", "--steps", "8", "--out", str(tmp_path / "a.png")]) == 0
+    assert (
+        capsys.readouterr().err.count(
+            "warning: dpmpp-2m at 8 steps: on pipeline 'shapes-tiny' it draws the prompt from 15 steps"
+        )
+        == 1
+    )
+    assert main(["generate", prompt, "--scheduler", "dpmpp-2m", "--steps", "15", "--out", str(tmp_path / "b.png")]) == 0
+    assert "warning: dpmpp-2m" not in capsys.readouterr().err
+
+
+def test_fewest_steps_naming_no_installed_scheduler_is_a_validate_problem(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "version: 1\nextends: bundled\npipelines:\n  mine:\n    encoder: shapes-vae\n    denoiser: shapes-unet\n"
+        "    text: shapes-clip\n    scheduler: {plugin: ddim}\n    sampler: {plugin: cfg}\n"
+        "    fewest_steps: {dimm: 8}\n"
+    )
+    problems = core.load_registry(registry).check_parts()
+    assert problems == ["pipeline 'mine': fewest_steps names no installed scheduler: 'dimm' (did you mean 'ddim'?)"]
+
+
+def test_the_suggested_fewest_steps_are_where_quality_holds_from_there_on() -> None:
+    def cell(name: str, nfe: int, seen: float, held_out: float) -> Cell:
+        accuracy = {"seen": {"all three": seen}, "held-out": {"all three": held_out}}
+        return Cell(name, nfe, nfe, nfe, 0.1, False, "x0", 0.1, 1.0, accuracy)
+
+    captions = Captions(["a"] * 4, ["seen"] * 3 + ["held-out"], [{}] * 4)
+    cells = [cell("a", 8, 0.9, 0.9), cell("a", 15, 0.6, 1.0), cell("a", 20, 1.0, 0.5), cell("a", 30, 1.0, 1.0)]
+    cells += [cell("b", 8, 1.0, 1.0), cell("b", 20, 1.0, 1.0), cell("c", 8, 1.0, 1.0), cell("c", 20, 0.5, 0.5)]
+    result = LabResult("p", 5.0, 0, captions, "ref", 0.0, cells, {})
+    assert result.fewest_steps() == {"a": 20, "b": 8}  # a: 0.875 at 20, 0.7 at 15; c fails at its largest
