@@ -30,12 +30,17 @@ SIZE_PROBE = 64
 
 def added_inputs(denoiser: Any) -> dict[str, tuple[int, ...]]:
     """The denoiser's declared added inputs (name → per-sample shape); {} for a classic denoiser."""
-    return {name: tuple(shape) for name, shape in dict(getattr(denoiser, "added_inputs", None) or {}).items()}
+    return _declared(denoiser, "added_inputs")
 
 
 def added_outputs(text: Any) -> dict[str, tuple[int, ...]]:
     """The text conditioner's declared added outputs (name → per-sample shape); {} for one returning a tensor."""
-    return {name: tuple(shape) for name, shape in dict(getattr(text, "added_outputs", None) or {}).items()}
+    return _declared(text, "added_outputs")
+
+
+def _declared(component: Any, attribute: str) -> dict[str, tuple[int, ...]]:
+    """The optional name → per-sample shape mapping `component` declares as `attribute`, shapes as tuples."""
+    return {name: tuple(shape) for name, shape in dict(getattr(component, attribute, None) or {}).items()}
 
 
 def micro_conditioning(denoiser: Any, height: int, width: int) -> dict[str, torch.Tensor]:

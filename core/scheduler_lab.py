@@ -47,7 +47,7 @@ from core.errors import DiffstackError, InputError
 from core.generation import Settings
 from core.interfaces import StepEvent
 from core.pipeline import Pipeline
-from core.training.evaluate import JOINT
+from core.training.evaluate import right_on
 from core.weights import load_state_dict, save_state_dict
 
 REFERENCE_RULE, REFERENCE_STEPS = "dpmpp-2m", 500
@@ -261,11 +261,9 @@ def accuracy(
     right: dict[str, dict[str, int]] = {}
     count: dict[str, int] = {}
     for image, group, truth in zip(pixels, captions.groups, captions.truths, strict=True):
-        seen = analyse(image)
         tally = right.setdefault(group, dict.fromkeys([*truth, "all three"], 0))
-        for name in truth:
-            tally[name] += seen[name] == truth[name]
-        tally["all three"] += all(seen[name] == truth[name] for name in JOINT)
+        for name, ok in right_on(analyse(image), truth).items():
+            tally[name] += ok
         count[group] = count.get(group, 0) + 1
     return {group: {name: n / count[group] for name, n in tally.items()} for group, tally in right.items()}
 

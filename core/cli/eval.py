@@ -20,7 +20,7 @@ from core.scheduler_lab import Captions, run_lab
 from core.scheduler_lab_report import PLOT_HINT, table, write
 from core.suggest import did_you_mean
 from core.training import stages
-from core.training.evaluate import attribute_accuracy, labelled_grid
+from core.training.evaluate import GROUPS, attribute_accuracy, group_sizes, labelled_grid
 from core.training.recipe_file import RECIPE_FILE, load_recipe
 
 
@@ -122,9 +122,9 @@ def numbers(text: str) -> list[int]:
 
 def captions(dataset: str, n: int, seed: int) -> Captions:
     """n captions of `dataset`: 3/4 of seen combinations, 1/4 held out, with their attributes."""
-    counts = {"seen": n - n // 4, "held-out": n // 4}
+    counts = group_sizes(n)
     texts, groups, truths = [], [], []
-    for group, split in (("seen", "train"), ("held-out", "heldout")):
+    for group, split in GROUPS:
         data = create("dataset", dataset, split=split, seed=seed, length=counts[group])
         for i in range(counts[group]):
             texts.append(data[i][1])
@@ -186,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     seed = args.seed + stages.EVAL_SEED_OFFSET
-    counts = {"seen": args.n - args.n // 4, "held-out": args.n // 4}
+    counts = group_sizes(args.n)
     results = {}
-    for group, split in (("seen", "train"), ("held-out", "heldout")):
+    for group, split in GROUPS:
         data = create("dataset", dataset, split=split, seed=seed, length=counts[group])
         results[group] = attribute_accuracy(generate, data, counts[group], seed=seed)
     psnr = stages.vae_psnr(pipe.encoder, stages.fresh_images(dataset, 256, args.seed, pipe.device).to(pipe.dtype))

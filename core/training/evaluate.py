@@ -17,6 +17,18 @@ from PIL import Image, ImageDraw
 
 Generate = Callable[[list[str], int], torch.Tensor]
 JOINT = ("background", "color", "shape")  # "all three" = these three attributes right at once
+GROUPS = (("seen", "train"), ("held-out", "heldout"))
+"""The caption groups an evaluation reports, with the data-set split each is drawn from."""
+
+
+def group_sizes(n: int) -> dict[str, int]:
+    """n captions split as evaluations do: 3/4 seen combinations, 1/4 held out."""
+    return {"seen": n - n // 4, "held-out": n // 4}
+
+
+def right_on(seen: dict[str, str], truth: dict[str, str]) -> dict[str, bool]:
+    """Per attribute, whether the analysed image shows the truth; plus "all three" (the `JOINT` ones at once)."""
+    return {**{name: seen[name] == truth[name] for name in truth}, "all three": all(seen[n] == truth[n] for n in JOINT)}
 
 
 def attribute_accuracy(
@@ -30,10 +42,8 @@ def attribute_accuracy(
         indices = list(range(start, min(n, start + batch_size)))
         images = generate([dataset[i][1] for i in indices], seed + start)  # (B, 3, H, W) in [-1, 1]
         for i, image in zip(indices, images, strict=True):
-            seen = dataset.analyse(image)
-            for name in names:
-                right[name] += seen[name] == truth[i][name]
-            right["all three"] += all(seen[name] == truth[i][name] for name in JOINT)
+            for name, ok in right_on(dataset.analyse(image), truth[i]).items():
+                right[name] += ok
     return {name: count / n for name, count in right.items()}
 
 
