@@ -23,6 +23,11 @@ so the plots put each rule where its real cost is. `LabResult.orders()` fits the
 deterministic rule: the slope of log(error) against log(calls) over its largest budgets. The reference runs
 are the lab's largest cost; given a `cache` folder they are kept there per (model weights, captions, seed,
 guidance), so a second look at other rules on the same captions skips them.
+
+A trained network's prediction need not be smooth in t at the scale of one timestep, and then no rule gains
+its full order on it. So the lab also fits each deterministic rule's order on the exact ODE of Gaussian data
+with the pipeline's noise schedule (`core.gaussian_ode`, `exact_order`): a rule below its theoretical order
+there is wrong; one below it only on the model is limited by the model.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from tqdm.auto import tqdm
 
 from core.contracts.scheduler import is_stochastic
 from core.errors import DiffstackError, InputError
+from core.gaussian_ode import GaussianDataDenoiser
 from core.generation import Settings
 from core.interfaces import StepEvent
 from core.pipeline import Pipeline
@@ -60,6 +66,11 @@ QUALITY_BAR = 0.8
 """The share of images right on all three a rule must reach to count as drawing the prompt (the model card's)."""
 ORDER_FIT_POINTS = 4
 """How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
+EXACT_SETTINGS = {"clip_sample": False, "thresholding": False}
+"""Scheduler settings of the exact-ODE fit where the rule's config has them: clipping x̂0 would change the ODE."""
+EXACT_NFE = (40, 80, 160, 320)
+"""The budgets of the exact-ODE fit: where the last `linspace` steps in λ = log(a/σ), the largest, have become
+small enough for every rule's asymptotic range."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,10 @@ class LabResult:
     cells: list[Cell]
     images: dict[tuple[str, int], torch.Tensor]
     """(scheduler, nfe) → the first caption's image (3, H, W) in [-1, 1], for the contact sheet."""
+    exact_orders: dict[str, Order] = field(default_factory=dict)
+    """Per deterministic rule, its empirical order on the exact ODE of Gaussian data (`exact_order`)."""
+    exact_unfitted: dict[str, str] = field(default_factory=dict)
+    """Per deterministic rule whose exact-ODE runs failed (a rule limited to fewer steps), the error."""
 
     def fewest_steps(self, bar: float = QUALITY_BAR) -> dict[str, int]:
         """Per rule, the steps of its smallest budget from which every larger one has at least `bar` of all
@@ -129,13 +144,16 @@ class LabResult:
         """Per deterministic rule, the empirical order over its `ORDER_FIT_POINTS` largest budgets."""
         fitted = {}
         for name in dict.fromkeys(c.scheduler for c in self.cells):
-            points = sorted({(c.calls, c.latent_rms) for c in self.cells if c.scheduler == name and c.latent_rms})[
-                -ORDER_FIT_POINTS:
-            ]
+            points = {(c.calls, c.latent_rms) for c in self.cells if c.scheduler == name and c.latent_rms}
             if len(points) >= 2:
-                fitted[name] = Order(-slope([math.log(c) for c, _ in points], [math.log(e) for _, e in points]),
-                                     tuple(c for c, _ in points))  # fmt: skip
+                fitted[name] = fit_order(sorted(points)[-ORDER_FIT_POINTS:])
         return fitted
+
+
+def fit_order(points: Sequence[tuple[int, float]]) -> Order:
+    """(calls, error) pairs, at least two → the empirical order: minus the slope of log(error) on log(calls)."""
+    fitted = slope([math.log(c) for c, _ in points], [math.log(e) for _, e in points])
+    return Order(-fitted, tuple(c for c, _ in points))
 
 
 def slope(x: Sequence[float], y: Sequence[float]) -> float:
@@ -171,21 +189,22 @@ def run_lab(
     progress: bool = False,
     cache: Path | None = None,
     reference_steps: int = REFERENCE_STEPS,
+    exact_nfe: Sequence[int] = EXACT_NFE,
 ) -> LabResult:
     """Measure every scheduler at every NFE on `captions` (image i from the noise of seed + i) against the
-    reference at `reference_steps`; the reference runs are read from, or written to, `cache` when given."""
+    reference at `reference_steps`, and fit each deterministic rule's order on the exact ODE at `exact_nfe`
+    (none: not fitted); the reference runs are read from, or written to, `cache` when given."""
     if not schedulers or not nfes or min(nfes) < 1:
         raise InputError("the lab needs at least one scheduler and NFE values >= 1", hint="e.g. --nfe 4,8,16")
     counting = CountingDenoiser(pipe.denoiser)
     lab_pipe = dataclasses.replace(pipe, denoiser=counting)
     guidance = pipe.settings("", guidance_scale=guidance_scale).guidance_scale
     cells, images = [], {}
-    with tqdm(total=len(schedulers) * len(nfes) + 1, desc="scheduler lab", disable=not progress) as bar:
+    with tqdm(total=len(schedulers) * (len(nfes) + 1) + 1, desc="scheduler lab", disable=not progress) as bar:
         references, convergence = _references(lab_pipe, captions, seed, guidance, cache, reference_steps)
         bar.update(1)
         for name in schedulers:
-            spec = pipe.plugin_manager.get("scheduler", name).spec
-            end = "sigma_min" if "final_sigmas_type" in spec.config.model_fields else "x0"
+            end = endpoint(pipe, name)
             for nfe in nfes:
                 latents, pixels, settings, seconds, scheduler = _run(
                     lab_pipe, name, None, captions, seed, guidance, nfe=nfe
@@ -201,8 +220,49 @@ def run_lab(
                 ))  # fmt: skip
                 images[(name, nfe)] = pixels[0]
                 bar.update(1)
+        exact, unfitted = {}, {}
+        for name in schedulers:
+            if exact_nfe and not any(c.stochastic for c in cells if c.scheduler == name):
+                try:
+                    exact[name] = exact_order(pipe, name, exact_nfe, seed=seed)
+                except DiffstackError as error:
+                    unfitted[name] = str(error).splitlines()[0]
+            bar.update(1)
     described = f"{REFERENCE_RULE}, {reference_steps} steps, {SAME_ENDS['timestep_spacing']} spacing"
-    return LabResult(pipe.name, guidance, seed, captions, described, convergence, cells, images)
+    return LabResult(pipe.name, guidance, seed, captions, described, convergence, cells, images, exact, unfitted)
+
+
+def endpoint(pipe: Pipeline, name: str) -> str:
+    """Where the lab's runs of rule `name` end: "sigma_min" for a rule with `final_sigmas_type`, else "x0"."""
+    spec = pipe.plugin_manager.get("scheduler", name).spec
+    return "sigma_min" if "final_sigmas_type" in spec.config.model_fields else "x0"
+
+
+def exact_order(pipe: Pipeline, name: str, nfes: Sequence[int] = EXACT_NFE, *, seed: int = 0) -> Order:
+    """Rule `name`'s empirical order on the exact ODE of Gaussian data with the noise schedule of the pipeline's
+    scheduler (`core.gaussian_ode`): the RMS distance of 2 final latents to the exact solution, fitted over
+    every budget in `nfes`, runs set up as the lab's (`SAME_ENDS`, guidance 1) and with `EXACT_SETTINGS`. A rule
+    with `final_sigmas_type` ends at the state at t = 0; the others at σ = 0, either by a jump to x̂0 or by
+    integrating on: they are compared with the exact end of the way their largest budget's run is nearer."""
+    alphas_cumprod = getattr(pipe.scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is None:
+        raise InputError(
+            f"the exact-ODE fit needs the noise schedule: pipeline {pipe.name}'s scheduler has no alphas_cumprod",
+            hint="give the lab a pipeline whose scheduler has alphas_cumprod (every built-in does)",
+        )
+    oracle = GaussianDataDenoiser(pipe.denoiser, alphas_cumprod)
+    counting = CountingDenoiser(oracle)
+    exact_pipe = dataclasses.replace(pipe, denoiser=counting)
+    captions = Captions(["", ""], ["exact"] * 2, [{}, {}])
+    ends = ["state at t = 0"] if endpoint(pipe, name) == "sigma_min" else ["x̂0 at t = 0", "σ = 0"]
+    errors: dict[str, list[tuple[int, float]]] = {end: [] for end in ends}
+    for nfe in nfes:
+        oracle.reset()
+        latents = _run(exact_pipe, name, None, captions, seed, 1.0, EXACT_SETTINGS, nfe=nfe)[0]
+        exact = oracle.exact_ends()
+        for end in ends:
+            errors[end].append((counting.calls, rms(latents, exact[end])))
+    return fit_order(min(errors.values(), key=lambda points: points[-1][1]))
 
 
 def _references(

@@ -56,6 +56,11 @@ def table(result: LabResult) -> str:
     lines.append("empirical order (fit of log latent error on log calls): " + ", ".join(
         f"{name} {o.order:.2f} (calls {o.calls[0]}–{o.calls[-1]})" for name, o in orders.items()
     ))  # fmt: skip
+    if result.exact_orders:
+        lines.append("on the exact ODE of Gaussian data (core.gaussian_ode): " + ", ".join(
+            f"{name} {o.order:.2f} (calls {o.calls[0]}–{o.calls[-1]})" for name, o in result.exact_orders.items()
+        ))  # fmt: skip
+    lines += [f"not fitted on the exact ODE: {name}: {error}" for name, error in result.exact_unfitted.items()]
     lines.append(
         f"reference: {result.reference}; its distance to half as many steps: {result.reference_convergence:.4f} "
         "(latent rms)"
@@ -85,6 +90,8 @@ def write(result: LabResult, out: Path) -> list[Path]:
         "reference": result.reference,
         "reference_convergence": result.reference_convergence,
         "orders": {name: {"order": o.order, "calls": list(o.calls)} for name, o in result.orders().items()},
+        "exact_orders": {name: {"order": o.order, "calls": list(o.calls)} for name, o in result.exact_orders.items()},
+        "exact_unfitted": result.exact_unfitted,
         "fewest_steps": result.fewest_steps(),
         "cells": flat,
     }
@@ -114,17 +121,20 @@ def style(result: LabResult, name: str) -> dict[str, Any]:
 
 
 def error_plot(result: LabResult, path: Path) -> Path:
-    """Log-log latent error against denoiser calls, one line per deterministic rule, its order in the legend."""
+    """Log-log latent error against denoiser calls, one line per deterministic rule, its order (and its order on
+    the exact ODE) in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    orders = result.orders()
+    orders, exact = result.orders(), result.exact_orders
     figure, axes = plt.subplots(figsize=(7, 5))
     for name in dict.fromkeys(c.scheduler for c in result.cells if not c.stochastic):
         points = [(c.calls, c.latent_rms) for c in result.cells if c.scheduler == name and c.latent_rms]
-        label = f"{name} (order {orders[name].order:.2f})" if name in orders else name
+        fits = [f"{what} {fitted[name].order:.2f}" for what, fitted in (("order", orders), ("exact ODE", exact))
+                if name in fitted]  # fmt: skip
+        label = f"{name} ({'; '.join(fits)})" if fits else name
         axes.plot([calls for calls, _ in points], [error for _, error in points], label=label, **style(result, name))
     axes.set(xscale="log", yscale="log", xlabel="denoiser calls (NFE)", ylabel="RMS latent error vs reference")
     axes.set_title(f"{result.pipeline}: solver error (reference {result.reference})", fontsize=9)

@@ -22,6 +22,7 @@ from torch import nn
 
 from core.interfaces import Dataset
 from core.training.data import sample_batch
+from core.training.distributed import SINGLE, Shard
 
 
 def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
@@ -73,11 +74,16 @@ class KLAutoencoderObjective:
         """Unscaled latents (B, C, h, w) → images (B, 3, h·f, w·f)."""
         return cast(TrainableAutoencoder, self.module).decode_unscaled(z)
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        images, _ = sample_batch(self.dataset, batch_size, generator)
-        images = images.to(self.device)  # (B, 3, H, W) in [-1, 1]
+    def loss(
+        self, batch_size: int, generator: torch.Generator, shard: Shard = SINGLE
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss over this process's b rows of a batch of `batch_size` (all B rows alone), every row's item and
+        posterior noise drawn from `generator` whatever the rows; the metrics are those of the b rows."""
+        rows = shard.rows(batch_size)
+        images, _ = sample_batch(self.dataset, batch_size, generator, rows)
+        images = images.to(self.device)  # (b, 3, H, W) in [-1, 1]
         mean, logvar = self.posterior(images)
-        eps = torch.randn(mean.shape, generator=generator).to(self.device)
+        eps = torch.randn((batch_size, *mean.shape[1:]), generator=generator)[rows].to(self.device)
         reconstruction = self.reconstruct(mean + torch.exp(0.5 * logvar) * eps if self.sample else mean)
         mse = F.mse_loss(reconstruction, images)
         kl = 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).mean()

@@ -7,6 +7,8 @@
     loss = ½ [CE(logits, T) + CE(logitsᵀ, T)]                     T: rows of the same-caption matrix, normalised
 
 Targets treat every pair with the *same caption* as a positive (a small caption set repeats within a batch).
+Data-parallel, each process embeds its rows and all-gathers the embeddings (with their gradients), so the
+(B, B) logits and the loss are the single-process ones, computed in every process.
 Mean pooling over all L positions replaces CLIP's EOS pooling so that any TextConditioner can be trained;
 with a causal text tower the positions after EOS see the whole caption.
 """
@@ -22,6 +24,7 @@ from torch import nn
 
 from core.interfaces import Dataset, TextConditioner
 from core.training.data import sample_batch
+from core.training.distributed import SINGLE, Shard
 
 
 class ImageTower(nn.Module):
@@ -68,9 +71,14 @@ class ContrastiveObjective:
         image = F.normalize(self.pair.image(images), dim=-1)
         return image, text
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        images, captions = sample_batch(self.dataset, batch_size, generator)
-        image, text = self.embed(images.to(self.device), captions)
+    def loss(
+        self, batch_size: int, generator: torch.Generator, shard: Shard = SINGLE
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The whole batch's loss, in every process: each embeds its rows, and the logits are those of every
+        process's embeddings (`shard.gather`, differentiable), so data-parallel training is exact."""
+        images, captions = sample_batch(self.dataset, batch_size, generator, shard.rows(batch_size))
+        image, text = (shard.gather(embedding) for embedding in self.embed(images.to(self.device), captions))
+        captions = shard.gather_list(captions)  # the B captions, in row order
         scale = self.pair.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * image @ text.T  # (B, B)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=self.device)

@@ -7,9 +7,12 @@ import torch
 from core.interfaces import Dataset
 
 
-def sample_batch(dataset: Dataset, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-    """`batch_size` random items → (images (B, 3, H, W) in [-1, 1], B captions)."""
-    indices = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
+def sample_batch(
+    dataset: Dataset, batch_size: int, generator: torch.Generator, rows: slice = slice(None)
+) -> tuple[torch.Tensor, list[str]]:
+    """`batch_size` random items, of which `rows` (b of them; default all) are loaded → (images (b, 3, H, W) in
+    [-1, 1], b captions). The generator advances by the same draws whatever `rows` is."""
+    indices = torch.randint(len(dataset), (batch_size,), generator=generator)[rows].tolist()
     return stack(dataset, indices)
 
 

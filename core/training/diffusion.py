@@ -17,6 +17,7 @@ from torch import nn
 
 from core.interfaces import Dataset
 from core.training.data import stack
+from core.training.distributed import SINGLE, Shard
 
 
 @torch.no_grad()
@@ -69,15 +70,20 @@ class DiffusionObjective:
         self.uncond_context = uncond_context.to(self.device)  # (L, D)
         self.caption_dropout = caption_dropout
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        items = torch.randint(len(self.latents), (batch_size,), generator=generator).to(self.device)
-        t = torch.randint(len(self.alphas_cumprod), (batch_size,), generator=generator).to(self.device)
-        noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator).to(self.device)
-        drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout).to(self.device)
-        x0 = self.latents[items]  # (B, C, h, w)
+    def loss(
+        self, batch_size: int, generator: torch.Generator, shard: Shard = SINGLE
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The mean loss over this process's b rows of a batch of `batch_size` (all B rows alone), every row's
+        items, timesteps, noise and caption dropout drawn from `generator` whatever the rows."""
+        rows = shard.rows(batch_size)
+        items = torch.randint(len(self.latents), (batch_size,), generator=generator)[rows].to(self.device)
+        t = torch.randint(len(self.alphas_cumprod), (batch_size,), generator=generator)[rows].to(self.device)
+        noise = torch.randn((batch_size, *self.latents.shape[1:]), generator=generator)[rows].to(self.device)
+        drop = (torch.rand(batch_size, generator=generator) < self.caption_dropout)[rows].to(self.device)
+        x0 = self.latents[items]  # (b, C, h, w)
         context = torch.where(
             drop[:, None, None], self.uncond_context, self.contexts[self.caption_index[items]]
-        )  # (B, L, D)
+        )  # (b, L, D)
         a = self.alphas_cumprod[t].sqrt()[:, None, None, None]
         s = (1 - self.alphas_cumprod[t]).sqrt()[:, None, None, None]
         prediction = self.module(a * x0 + s * noise, t, context)

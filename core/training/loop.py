@@ -3,7 +3,13 @@ resumable safetensors checkpoints, tqdm progress and a JSON-lines loss log.
 
 Determinism: step k draws all its randomness (batch indices, noise, timesteps) from a generator seeded
 with (seed, k), so a run resumed from a checkpoint at step k continues exactly as the uninterrupted run
-(same device and thread count). Files in `out`:
+(same device and thread count).
+
+Data-parallel (under torchrun, `core.training.distributed`): every process draws the whole global batch of
+`batch_size` rows from that generator and computes its own rows (`Shard.rows`); DistributedDataParallel
+averages the gradients, so each step's gradient, its clipped norm and the logged loss (averaged over the
+processes) are the single-process ones up to float rounding. Rank 0 alone writes the files and shows the
+progress bar; the files are the same in both modes, so either resumes the other's checkpoint. Files in `out`:
 
     checkpoint.safetensors   model.* (weights), ema.* (EMA weights, if any), optim.<i>.<name> (AdamW state)
     state.json               {"step": k, "config": {...}, "param_groups": [...]}
@@ -16,7 +22,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -24,9 +32,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from core.errors import InputError
+from core.training.distributed import SINGLE, Shard, current
 from core.weights import save_state_dict
 
 log = logging.getLogger(__name__)
@@ -38,7 +48,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: int = Field(1000, ge=1, description="optimiser steps in total (a resumed run stops at the same step)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="rows per step; data-parallel, the global batch over all processes")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     warmup: int = Field(100, ge=0, description="steps of linear warm-up from 0 to lr")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine decay ends at lr · min_lr_ratio")
@@ -51,12 +61,19 @@ class TrainConfig(BaseModel):
 
 
 class Objective(Protocol):
-    """What the loop trains. `module` holds every trainable parameter (and is what gets checkpointed);
-    `loss(batch_size, generator)` draws a batch with `generator` (CPU) and returns (scalar loss, metrics)."""
+    """What the loop trains. `module` holds every trainable parameter (and is what gets checkpointed).
+
+    `loss(batch_size, generator, shard)` draws a batch of `batch_size` rows with `generator` (CPU), every row's
+    randomness whatever `shard` is, computes on rows `shard.rows(batch_size)` and returns (scalar loss, metrics):
+    the loss is the mean over those rows, or (a loss that is not a mean over rows) the whole batch's, computed
+    from the rows' outputs of every process (`shard.gather`) identically in each. The loop averages the loss and
+    the metrics over the processes; alone, shard is SINGLE and the rows are all of them."""
 
     module: nn.Module
 
-    def loss(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(
+        self, batch_size: int, generator: torch.Generator, shard: Shard = SINGLE
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
@@ -88,8 +105,11 @@ def train(
     """Run `config.steps` steps (from the checkpoint in `out` when `resume`), checkpointing into `out`.
 
     The objective's module must already sit on the training device. Returns the final state; the EMA
-    weights (if any) are also in `TrainResult.ema`.
+    weights (if any) are also in `TrainResult.ema`. In a process group (`distributed.current()`) every
+    process calls this alike; each returns once rank 0 has written the last checkpoint.
     """
+    shard = current()
+    shard.rows(config.batch_size)  # a batch the processes cannot share evenly fails here, before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     module = objective.module
@@ -97,42 +117,75 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ema = {k: v.detach().clone() for k, v in module.state_dict().items()} if config.ema_decay else None
     start = _load(out, module, optimizer, ema, config) if resume else 0
-    if start >= config.steps:
+    if start >= config.steps and shard.is_main:
         log.info("%s: already trained for %d steps", out, start)
 
+    forward = _data_parallel(module, shard)
     module.train()
     window: list[float] = []
     last_loss = math.nan
     began = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress, desc=out.name)
+    bar = tqdm(
+        range(start, config.steps),
+        initial=start,
+        total=config.steps,
+        disable=not (progress and shard.is_main),
+        desc=out.name,
+    )
     for step in bar:
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, metrics = objective.loss(config.batch_size, step_generator(config.seed, step))
-        if not torch.isfinite(loss):
-            raise InputError(f"training diverged at step {step}: loss is {loss.item()}", hint="lower --lr")
+        loss, metrics = forward(partial(objective.loss, config.batch_size, step_generator(config.seed, step), shard))
+        global_loss, *values = shard.mean([loss.item(), *metrics.values()])
+        metrics = dict(zip(metrics, values, strict=True))
+        if not math.isfinite(global_loss):
+            raise InputError(f"training diverged at step {step}: loss is {global_loss}", hint="lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         if ema is not None:
             _update_ema(ema, module, min(config.ema_decay, (1 + step) / (10 + step)))
-        window.append(loss.item())
+        window.append(global_loss)
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
             last_loss = sum(window) / len(window)
-            record = {"step": done, "loss": last_loss, "lr": lr, **metrics}
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            log.info("step %d loss %.5f %s", done, last_loss, metrics)
-            bar.set_postfix(loss=f"{last_loss:.4f}")
+            if shard.is_main:
+                record = {"step": done, "loss": last_loss, "lr": lr, **metrics}
+                with open(out / LOG, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                log.info("step %d loss %.5f %s", done, last_loss, metrics)
+                bar.set_postfix(loss=f"{last_loss:.4f}")
             window.clear()
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if shard.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
             _save(out, module, optimizer, ema, config, done)
     bar.close()
     module.eval()
+    shard.barrier()
     return TrainResult(max(start, config.steps), last_loss, time.perf_counter() - began, ema)
+
+
+class _Call(nn.Module):
+    """Holds the trained module so that DistributedDataParallel sees its parameters; `forward(compute)` returns
+    `compute()`, the objective's loss, which calls the module (its forward or any of its methods) itself."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, compute: Callable[[], tuple[torch.Tensor, dict[str, float]]]) -> tuple[torch.Tensor, dict]:
+        return compute()
+
+
+def _data_parallel(module: nn.Module, shard: Shard) -> Callable[[Callable], tuple[torch.Tensor, dict[str, float]]]:
+    """What runs a step's loss: alone, a plain call; in a process group, DistributedDataParallel, whose hooks
+    average every gradient over the processes in the backward pass (so it must live until then, and every
+    trainable parameter must take part in every step's loss)."""
+    if shard.world_size == 1:
+        return lambda compute: compute()
+    device = next(module.parameters()).device
+    return DistributedDataParallel(_Call(module), device_ids=[device] if device.type == "cuda" else None)
 
 
 @torch.no_grad()

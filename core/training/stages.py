@@ -9,6 +9,9 @@ name to its `run_<stage>(recipe, config, out, model_dir, *, resume, device)`:
     clip     text tower + image tower, contrastively; the text tower → text.safetensors
     unet     ε-prediction on latents of the trained encoder, conditioned by the trained text tower
              (both frozen, their outputs cached) → denoiser.safetensors (EMA weights)
+
+Under torchrun (`core.training.distributed`) every process runs the stage's runner and trains; rank 0 alone
+writes the unet stage's cache and exports and measures the result, the others returning {"result"} alone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from core.training.autoencoder import KLAutoencoderObjective, TrainableAutoencod
 from core.training.contrastive import ContrastiveObjective
 from core.training.data import stack
 from core.training.diffusion import DiffusionObjective, cache_contexts, cache_latents
+from core.training.distributed import current, main_first
 from core.training.export import component_info, load_component, save_component
 from core.training.loop import TrainConfig, train
 from core.training.recipe_file import STAGE_MODELS, STAGES, TrainingRecipe
@@ -84,6 +88,8 @@ def run_vae(
         vae, dataset(recipe.dataset, "train", config.seed + TRAIN_SEED_OFFSET), beta=stage.beta, device=device
     )
     result = train(objective, config, out, resume=resume)
+    if not current().is_main:
+        return {"result": result}
     images = fresh_images(recipe.dataset, FRESH_IMAGES, config.seed, device)
     scale = latent_scale(vae, images)
     exported = {**stage.config, "scaling_factor": scale}
@@ -114,6 +120,8 @@ def run_clip(
         device=device,
     )
     result = train(objective, config, out, resume=resume)
+    if not current().is_main:
+        return {"result": result}
     save_component(
         text.state_dict(),
         model_dir / WEIGHT_FILES["clip"],
@@ -158,7 +166,8 @@ def run_unet(
     stage = recipe.unet
     text = load_component(model_dir / WEIGHT_FILES["clip"])
     unet_config = {**stage.config, "cross_attention_dim": text.embedding_dim}
-    cache = unet_cache(recipe.dataset, model_dir, out, stage.cached_images, config.seed, device)
+    with main_first():  # rank 0 writes the cache, the others read it
+        cache = unet_cache(recipe.dataset, model_dir, out, stage.cached_images, config.seed, device)
     torch.manual_seed(config.seed)
     unet = create("denoiser", stage.plugin, **unet_config).to(device)
     schedule = schedules.alphas_cumprod(stage.schedule)
@@ -173,6 +182,8 @@ def run_unet(
         device=device,
     )
     result = train(objective, config, out, resume=resume)
+    if not current().is_main:
+        return {"result": result}
     assert result.ema is not None  # the recipe sets ema_decay (`DenoiserStage` requires it)
     save_component(
         result.ema,
@@ -205,6 +216,8 @@ def run_decoder(
         device=device,
     )
     result = train(objective, config, out, resume=resume)
+    if not current().is_main:
+        return {"result": result}
     save_component(vae.state_dict(), path, kind=recipe.decoder.kind, plugin=info["plugin"], config=info["config"])
     return {"result": result, "psnr_before": before, "psnr": vae_psnr(load_component(path, device=device), images)}
 
