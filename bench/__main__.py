@@ -5,7 +5,9 @@
 Sections: schedulers (step overhead per update rule), unet (forward pass), txt2img (full generation), load
 (checkpoint loading, fresh processes); only when named in `--only`: kernels (3×3 convolutions against
 torch's, CPU) and load-sdxl (loading an SDXL base-sized checkpoint: writes 6.9 GB of files to the temporary
-folder, needs ~8 GB of memory per load; ~2–3 minutes on two CPU cores). Every figure is a median over
+folder, needs ~8 GB of memory per load; ~2–3 minutes on two CPU cores) and batch (`diffstack batch`
+throughput: batched calls against one image per call, and Ray with 2 actors against 1 when Ray is installed;
+bench/batch.py). Every figure is a median over
 interleaved repeats (a load: one run each); `ratio` is ours / reference (below 1: faster).
 The unet and txt2img sections time diffstack as built ("ours") and on its fast path ("ours fast",
 `core.performance.fast`; packing or compiling happens in an untimed first call).
@@ -29,13 +31,13 @@ from pathlib import Path
 
 import torch
 
-from bench import kernels, models, pipelines, schedulers
+from bench import batch, kernels, models, pipelines, schedulers
 from bench.row import Row
 from core.devices import resolve_device
 from core.performance import fast as fast_path
 
-SECTIONS = ("schedulers", "unet", "txt2img", "load", "kernels", "load-sdxl")
-DEFAULT_SECTIONS = SECTIONS[:4]  # kernels and load-sdxl: on request
+SECTIONS = ("schedulers", "unet", "txt2img", "load", "kernels", "load-sdxl", "batch")
+DEFAULT_SECTIONS = SECTIONS[:4]  # kernels, load-sdxl and batch: on request
 
 
 def machine(device: torch.device) -> str:
@@ -141,6 +143,8 @@ def main() -> None:
             rows += txt2img_rows(device, dtype, args.repeats, args.eager)
         elif section == "kernels":
             rows += kernels.rows(device, args.repeats)
+        elif section == "batch":
+            rows += batch.rows(device, args.repeats)
         else:
             load = models.load_rows if section == "load" else models.load_sdxl_rows
             with tempfile.TemporaryDirectory() as folder:

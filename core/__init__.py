@@ -8,8 +8,6 @@ Public surface (docs/architecture.md)::
     core.available_plugins()                       # {kind: [names]}
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from core import schedules
 from core.checkpoint_layout import CheckpointLayout, FileTensor
 from core.component_spec import ComponentSpec
@@ -47,11 +45,7 @@ from core.plugin_manager import PluginManager
 from core.registry import Registry, load_registry
 from core.scheduler_from_diffusers import scheduler_from_diffusers
 from core.stand_in import StandIn
-
-try:
-    __version__ = version("diffstack")
-except PackageNotFoundError:
-    __version__ = "0.0.0+source"
+from core.version import __version__
 
 __all__ = [
     "KINDS",

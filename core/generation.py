@@ -26,7 +26,8 @@ class Settings:
     """Every setting of one call, resolved (call → the pipeline's registry defaults → diffstack's fallbacks)
     and validated.
 
-    Image j (counting across prompts, prompt-major) is drawn from seed + j. `strength` is the img2img
+    Image j (counting across prompts, prompt-major) is drawn from seed + j, or from `image_seeds[j]` when the
+    call gave one seed per image (then `seed` is the first of them). `strength` is the img2img
     strength, None for a txt2img run. `scheduler` is the plugin name of the update rule that ran,
     `scheduler_config` its config.
     """
@@ -43,10 +44,13 @@ class Settings:
     strength: float | None
     scheduler: str
     scheduler_config: dict[str, Any] = field(default_factory=dict)
+    image_seeds: tuple[int, ...] | None = None
 
     @property
     def seeds(self) -> list[int]:
-        """The seed of each image, prompt-major: seed, seed + 1, …"""
+        """The seed of each image, prompt-major: `image_seeds`, else seed, seed + 1, …"""
+        if self.image_seeds is not None:
+            return list(self.image_seeds)
         return list(range(self.seed, self.seed + len(self.prompts) * self.num_images))
 
 
@@ -91,8 +95,16 @@ def check_settings(
     guidance = s.guidance_scale
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance < math.inf:
         raise InputError(f"guidance_scale must be ≥ 0, got {guidance}", hint="1 disables guidance; 5–8 is usual")
-    last_seed = s.seed + len(s.prompts) * s.num_images - 1 if isinstance(s.seed, int) else -1
-    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0 or last_seed > MAX_SEED:
+    count = len(s.prompts) * s.num_images
+    if s.image_seeds is not None:
+        if len(s.image_seeds) != count or not all(_is_seed(seed) for seed in s.image_seeds):
+            raise InputError(
+                f"a list of seeds needs one integer in [0, 2⁶⁴ - 1] per image ({count}), got {list(s.image_seeds)!r}"[
+                    :300
+                ],
+                hint="give one seed (image i then uses seed + i), or exactly one per image",
+            )
+    elif not _is_seed(s.seed) or s.seed + count - 1 > MAX_SEED:
         raise InputError(f"seed must be an integer in [0, 2⁶⁴ - 1] for every image (seed + i), got {s.seed!r}")
     for name in ("height", "width"):
         check_size(name, getattr(s, name), downsample_factor)
@@ -100,6 +112,10 @@ def check_settings(
     if s.strength is not None:
         check_strength(s.strength)
     return settings
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
 
 
 def check_limits(settings: Settings, limits: PipelineLimits) -> None:

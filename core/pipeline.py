@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ class Pipeline:
         self,
         prompt: str | list[str],
         *,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
@@ -92,7 +93,8 @@ class Pipeline:
     ) -> Generation:
         """Generate `num_images` images per prompt → a `Generation` (`.images`, `.pixels`, `.settings`).
 
-        Image j (counting across prompts) starts from the noise of seed + j. Unset settings come from the
+        Image j (counting across prompts) starts from the noise of seed + j, or of seed[j] when `seed` is a list
+        of one seed per image. Unset settings come from the
         pipeline's defaults. `scheduler` swaps the update rule by plugin name, carrying the settings the
         pipeline declares for its scheduler (`core.scheduler_swap`).
         `image` (one, or one per prompt) runs img2img with `strength` (default: the pipeline's, else its
@@ -126,11 +128,14 @@ class Pipeline:
         negatives = prompt_list(self._default("negative_prompt", given.get("negative_prompt")), "negative_prompt")
         negatives = negatives * len(prompts) if len(negatives) == 1 else negatives
         scheduler_config = self._scheduler_config(scheduler)
+        seed = given.get("seed", 0)
+        image_seeds = tuple(seed) if isinstance(seed, (list, tuple)) else None
         settings = Settings(
             pipeline=self.name, prompts=prompts, negative_prompts=negatives,
-            seed=given.get("seed", 0), num_images=given.get("num_images", 1), **resolved,
+            seed=image_seeds[0] if image_seeds else seed, num_images=given.get("num_images", 1), **resolved,
             strength=self._strength(given.get("strength")) if images else None,
             scheduler=scheduler or self.plugins["scheduler"], scheduler_config=scheduler_config.model_dump(mode="json"),
+            image_seeds=image_seeds,
         )  # fmt: skip
         train_timesteps = scheduler_config.num_train_timesteps  # type: ignore[attr-defined]  # every Scheduler config has it
         checked = check_settings(settings, self.encoder.downsample_factor, train_timesteps, self.limits)

@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import InputError
-from core.generation import MAX_SEED
+from core.generation import MAX_SEED, Settings
 from core.validation import describe_errors
+from core.version import __version__
 
 MAX_PROMPT_CHARS = 10_000
 
@@ -64,3 +65,22 @@ def parse_recipe(data: dict[str, Any], where: str) -> Recipe:
             f"{where}: the recipe is not valid:\n" + "\n".join(f"  - {p}" for p in problems[:10]),
             hint="use a PNG written by `diffstack generate`, unchanged",
         ) from None
+
+
+def recipe_of(settings: Settings) -> dict[str, Any]:
+    """The PNG recipe of a one-prompt run: what ran (`settings`), under the recipe's field names."""
+    return {
+        "prompt": settings.prompts[0],
+        "negative_prompt": settings.negative_prompts[0],
+        "seed": settings.seed,
+        "steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "height": settings.height,
+        "width": settings.width,
+        "scheduler": settings.scheduler,
+        "scheduler_config": settings.scheduler_config,
+        "pipeline": settings.pipeline,
+        "num_images": settings.num_images,
+        "strength": settings.strength,
+        "diffstack_version": __version__,
+    }

@@ -11,11 +11,11 @@ import warnings
 from collections.abc import Sequence
 
 import core
-from core.cli import check, eval, generate, list, train, validate
+from core.cli import batch, check, eval, generate, list, train, validate
 from core.containment import Terminated, tracking_interrupts
 from core.errors import DiffstackError
 
-COMMANDS = (generate, list, validate, check, train, eval)
+COMMANDS = (generate, batch, list, validate, check, train, eval)
 """One module per command, each with `add_parser(commands)` and `run(args) -> exit code`."""
 
 EXAMPLES = """\

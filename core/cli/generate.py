@@ -13,14 +13,12 @@ from typing import Any
 
 from PIL import Image
 
-import core
 from core.cli.shared import plugin_manager
 from core.devices import resolve_device
 from core.errors import InputError
-from core.generation import Settings
 from core.images import contact_sheet, read_recipe, save_png
 from core.performance import fast
-from core.recipe import parse_recipe
+from core.recipe import parse_recipe, recipe_of
 from core.registry import load_registry
 from core.registry_schema import PipelineLimits
 from core.validation import validate_config
@@ -114,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                                                  where="--max-images/--max-pixels"))  # fmt: skip
     init_image = _open_image(args.image) if args.image else None
     generation = pipe(request.pop("prompt"), **request, image=init_image, strength=args.strength)
-    recipe = {**_recipe(generation.settings), "registry": str(registry.path)}
+    recipe = {**recipe_of(generation.settings), "registry": str(registry.path)}
     images = generation.images
     if grid:
         sheets = [(contact_sheet(images), {**recipe, "grid": True})]
@@ -138,25 +136,6 @@ def run(args: argparse.Namespace) -> int:
     for image, own in sheets:
         print(save_png(image, _target(out, single_file, own, args.overwrite), own, overwrite=args.overwrite))
     return 0
-
-
-def _recipe(settings: Settings) -> dict[str, Any]:
-    """The PNG recipe of a one-prompt run: what ran, under the recipe's field names."""
-    return {
-        "prompt": settings.prompts[0],
-        "negative_prompt": settings.negative_prompts[0],
-        "seed": settings.seed,
-        "steps": settings.steps,
-        "guidance_scale": settings.guidance_scale,
-        "height": settings.height,
-        "width": settings.width,
-        "scheduler": settings.scheduler,
-        "scheduler_config": settings.scheduler_config,
-        "pipeline": settings.pipeline,
-        "num_images": settings.num_images,
-        "strength": settings.strength,
-        "diffstack_version": core.__version__,
-    }
 
 
 def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool]:
