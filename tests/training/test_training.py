@@ -91,7 +91,18 @@ def test_resume_gives_the_uninterrupted_result(tmp_path) -> None:
     config = TrainConfig(steps=6, batch_size=3, lr=1e-3, warmup=2, ema_decay=0.9, log_every=1, checkpoint_every=3)
     straight = unet_objective()
     train(straight, config, tmp_path / "straight", progress=False)
-    train(unet_objective(), config.model_copy(update={"steps": 3}), tmp_path / "split", progress=False)
+    crashing = unet_objective()
+    real_loss, calls = crashing.loss, []
+
+    def crash_when_step_3_begins(*args):  # right after the step-3 checkpoint, as a Ctrl-C would
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    crashing.loss = crash_when_step_3_begins
+    with pytest.raises(KeyboardInterrupt):
+        train(crashing, config, tmp_path / "split", progress=False)
     resumed = unet_objective()
     result = train(resumed, config, tmp_path / "split", resume=True, progress=False)
     assert result.step == 6
