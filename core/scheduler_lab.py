@@ -68,6 +68,10 @@ ORDER_FIT_POINTS = 4
 """How many of a rule's largest budgets the empirical-order fit uses (its asymptotic range)."""
 EXACT_SETTINGS = {"clip_sample": False, "thresholding": False}
 """Scheduler settings of the exact-ODE fit where the rule's config has them: clipping x̂0 would change the ODE."""
+KARRAS = {"use_karras_sigmas": True}
+"""Karras et al.'s σ spacing (ρ = 7), fitted too for a rule that offers it: its steps in λ = log(a/σ) all shrink
+as the steps grow, where `linspace` timesteps on a 1000-step schedule keep the last ones at ≥ ½·log 2 — the
+range in which a multistep exponential integrator (DPM-Solver++) shows its order."""
 EXACT_NFE = (40, 80, 160, 320)
 """The budgets of the exact-ODE fit: where the last `linspace` steps in λ = log(a/σ), the largest, have become
 small enough for every rule's asymptotic range."""
@@ -122,7 +126,8 @@ class LabResult:
     images: dict[tuple[str, int], torch.Tensor]
     """(scheduler, nfe) → the first caption's image (3, H, W) in [-1, 1], for the contact sheet."""
     exact_orders: dict[str, Order] = field(default_factory=dict)
-    """Per deterministic rule, its empirical order on the exact ODE of Gaussian data (`exact_order`)."""
+    """Per deterministic rule, its empirical order on the exact ODE of Gaussian data (`exact_order`); a rule
+    offering Karras σ spacing also as "<rule>, Karras σ" (`KARRAS`)."""
     exact_unfitted: dict[str, str] = field(default_factory=dict)
     """Per deterministic rule whose exact-ODE runs failed (a rule limited to fewer steps), the error."""
 
@@ -223,10 +228,15 @@ def run_lab(
         exact, unfitted = {}, {}
         for name in schedulers:
             if exact_nfe and not any(c.stochastic for c in cells if c.scheduler == name):
-                try:
-                    exact[name] = exact_order(pipe, name, exact_nfe, seed=seed)
-                except DiffstackError as error:
-                    unfitted[name] = str(error).splitlines()[0]
+                fields = pipe.plugin_manager.get("scheduler", name).spec.config.model_fields
+                variants: dict[str, dict[str, Any]] = {name: {}}
+                if KARRAS.keys() <= fields.keys():
+                    variants[f"{name}, Karras σ"] = KARRAS
+                for label, spacing in variants.items():
+                    try:
+                        exact[label] = exact_order(pipe, name, exact_nfe, seed=seed, settings=spacing)
+                    except DiffstackError as error:
+                        unfitted[label] = str(error).splitlines()[0]
             bar.update(1)
     described = f"{REFERENCE_RULE}, {reference_steps} steps, {SAME_ENDS['timestep_spacing']} spacing"
     return LabResult(pipe.name, guidance, seed, captions, described, convergence, cells, images, exact, unfitted)
@@ -238,10 +248,13 @@ def endpoint(pipe: Pipeline, name: str) -> str:
     return "sigma_min" if "final_sigmas_type" in spec.config.model_fields else "x0"
 
 
-def exact_order(pipe: Pipeline, name: str, nfes: Sequence[int] = EXACT_NFE, *, seed: int = 0) -> Order:
+def exact_order(
+    pipe: Pipeline, name: str, nfes: Sequence[int] = EXACT_NFE, *, seed: int = 0, settings: dict[str, Any] | None = None
+) -> Order:
     """Rule `name`'s empirical order on the exact ODE of Gaussian data with the noise schedule of the pipeline's
     scheduler (`core.gaussian_ode`): the RMS distance of 2 final latents to the exact solution, fitted over
-    every budget in `nfes`, runs set up as the lab's (`SAME_ENDS`, guidance 1) and with `EXACT_SETTINGS`. A rule
+    every budget in `nfes`, runs set up as the lab's (`SAME_ENDS`, guidance 1) and with `EXACT_SETTINGS` and
+    `settings` (where the rule's config has them). A rule
     with `final_sigmas_type` ends at the state at t = 0; the others at σ = 0, either by a jump to x̂0 or by
     integrating on: they are compared with the exact end of the way their largest budget's run is nearer."""
     alphas_cumprod = getattr(pipe.scheduler, "alphas_cumprod", None)
@@ -258,7 +271,7 @@ def exact_order(pipe: Pipeline, name: str, nfes: Sequence[int] = EXACT_NFE, *, s
     errors: dict[str, list[tuple[int, float]]] = {end: [] for end in ends}
     for nfe in nfes:
         oracle.reset()
-        latents = _run(exact_pipe, name, None, captions, seed, 1.0, EXACT_SETTINGS, nfe=nfe)[0]
+        latents = _run(exact_pipe, name, None, captions, seed, 1.0, {**EXACT_SETTINGS, **(settings or {})}, nfe=nfe)[0]
         exact = oracle.exact_ends()
         for end in ends:
             errors[end].append((counting.calls, rms(latents, exact[end])))

@@ -13,7 +13,7 @@ import torch
 import core
 from core.cli import main
 from core.gaussian_ode import GaussianDataDenoiser
-from core.scheduler_lab import Captions, Cell, LabResult, exact_order, rms, run_lab
+from core.scheduler_lab import KARRAS, Captions, Cell, LabResult, exact_order, rms, run_lab
 
 
 def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path: Path, capsys) -> None:
@@ -22,7 +22,7 @@ def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path
     code = main([*command, "--cache", str(tmp_path / "cache")])
     printed = capsys.readouterr().out
     assert code == 0 and "empirical order" in printed and "reference: dpmpp-2m, 500 steps" in printed
-    assert "on the exact ODE of Gaussian data (core.gaussian_ode): ddim 0.9" in printed
+    assert "on the exact ODE of Gaussian data (core.gaussian_ode): ddim 0.9" in printed and "euler, Karras σ" in printed
     names = {"results.csv", "results.json", "contact_sheet.png", "error_vs_nfe.png", "quality_vs_nfe.png"}
     assert {p.name for p in out.iterdir()} == names
     cells = json.loads((out / "results.json").read_text())["cells"]
@@ -51,13 +51,16 @@ def test_on_the_exact_ode_the_fitted_orders_are_the_theoretical_ones(tiny_pipeli
     """DDIM and Euler are first order, Heun second (±0.3 over 40–320 calls, against the exact solution).
     DPM-Solver++(2M) is second order where its steps in λ are small, but `linspace` timesteps on a 1000-step
     schedule keep its last steps large (the very last is ≥ ½·log 2 in λ at any count), which costs it about
-    0.4 here: it must still beat its own first-order variant by as much as a second-order rule should."""
+    0.4 here: it must still beat its own first-order variant by as much as a second-order rule should. With
+    Karras σ spacing, whose steps in λ all shrink, it is second order within ±0.3."""
     orders = {name: exact_order(tiny_pipeline, name).order for name in ("ddim", "euler", "heun", "dpmpp-2m")}
     assert abs(orders["ddim"] - 1) <= 0.3 and abs(orders["euler"] - 1) <= 0.3 and abs(orders["heun"] - 2) <= 0.3
     schedule = {k: v for k, v in tiny_pipeline.scheduler.config.model_dump().items() if k.startswith("beta_")}
     first_order_rule = core.create("scheduler", "dpmpp-2m", **schedule, solver_order=1)
     first_order = exact_order(dataclasses.replace(tiny_pipeline, scheduler=first_order_rule), "dpmpp-2m").order
     assert abs(first_order - 1) <= 0.3 and orders["dpmpp-2m"] >= first_order + 0.5, (orders, first_order)
+    karras = exact_order(tiny_pipeline, "dpmpp-2m", settings=KARRAS).order  # every step in λ shrinks with n
+    assert abs(karras - 2) <= 0.3, karras
 
 
 @pytest.mark.filterwarnings("ignore::core.errors.SwapWarning")
