@@ -127,7 +127,7 @@ class LabResult:
     """(scheduler, nfe) → the first caption's image (3, H, W) in [-1, 1], for the contact sheet."""
     exact_orders: dict[str, Order] = field(default_factory=dict)
     """Per deterministic rule, its empirical order on the exact ODE of Gaussian data (`exact_order`); a rule
-    offering Karras σ spacing also as "<rule>, Karras σ" (`KARRAS`)."""
+    offering Karras σ spacing also as "<rule>+karras" (`KARRAS`)."""
     exact_unfitted: dict[str, str] = field(default_factory=dict)
     """Per deterministic rule whose exact-ODE runs failed (a rule limited to fewer steps), the error."""
 
@@ -231,7 +231,7 @@ def run_lab(
                 fields = pipe.plugin_manager.get("scheduler", name).spec.config.model_fields
                 variants: dict[str, dict[str, Any]] = {name: {}}
                 if KARRAS.keys() <= fields.keys():
-                    variants[f"{name}, Karras σ"] = KARRAS
+                    variants[f"{name}+karras"] = KARRAS
                 for label, spacing in variants.items():
                     try:
                         exact[label] = exact_order(pipe, name, exact_nfe, seed=seed, settings=spacing)

@@ -22,7 +22,7 @@ def test_the_lab_command_writes_every_file_and_the_error_falls_with_nfe(tmp_path
     code = main([*command, "--cache", str(tmp_path / "cache")])
     printed = capsys.readouterr().out
     assert code == 0 and "empirical order" in printed and "reference: dpmpp-2m, 500 steps" in printed
-    assert "on the exact ODE of Gaussian data (core.gaussian_ode): ddim 0.9" in printed and "euler, Karras σ" in printed
+    assert "on the exact ODE of Gaussian data (core.gaussian_ode): ddim 0.9" in printed and "euler+karras " in printed
     names = {"results.csv", "results.json", "contact_sheet.png", "error_vs_nfe.png", "quality_vs_nfe.png"}
     assert {p.name for p in out.iterdir()} == names
     cells = json.loads((out / "results.json").read_text())["cells"]
