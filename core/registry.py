@@ -381,13 +381,7 @@ class Registry:
         """Build pipeline `name` (default: `default_pipeline`) on `device` in `dtype` (None: fp16 on CUDA, else
         fp32), with the declaration's `performance` settings unless `performance` is given (`--fast`:
         `core.performance.fast`)."""
-        if name is None:
-            if self.default_pipeline is None:
-                raise RegistryError(
-                    f"{self.path}: no pipeline named and the registry has no `default_pipeline`",
-                    hint=f"name one of: {', '.join(self._pipelines) or '(none)'}",
-                )
-            name = self.default_pipeline
+        name = self._named(name)
         decl = self.pipeline_declaration(name)
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
@@ -405,6 +399,53 @@ class Registry:
             plugins=self._plugins_of(name),
             fewest_steps=dict(decl.fewest_steps),
         )
+
+    def outline(self, name: str | None = None) -> Pipeline:
+        """Pipeline `name` (default: `default_pipeline`) as its weights make it, with no tensor data read: each
+        model part built on the meta device from its registry config over the architecture its checkpoint states
+        (configs and headers). It resolves and checks a call's settings (`Pipeline.settings`) as the built
+        pipeline does, at no memory cost, and cannot generate (`diffstack batch --engine ray` reads the jobs with
+        it while the actors hold the weights)."""
+        name = self._named(name)
+        decl = self.pipeline_declaration(name)
+        parts = {}
+        for slot in PIPELINE_KINDS:
+            block = self.block(name, slot)
+            fill = decl.weights if slot in MODEL_KINDS else None
+            spec = self.plugin_manager.get(slot, block.plugin).spec
+            where = self._where(name, slot)
+            chosen = block.weights or fill
+            stated = {} if chosen is None else self._read_weights(self._resolve_path(chosen.path, where), spec,
+                                                                   chosen.format)[1]  # fmt: skip
+            parts[slot] = self._meta_part(slot, block, stated, where)
+        parts["scheduler"] = self._reading_predictions(name, parts["scheduler"], parts["denoiser"])
+        return Pipeline(
+            name, **parts, device=torch.device("meta"), dtype=torch.float32, defaults=decl.defaults,
+            limits=decl.limits, plugin_manager=self.plugin_manager, plugins=self._plugins_of(name),
+            fewest_steps=dict(decl.fewest_steps),
+        )  # fmt: skip
+
+    def _named(self, name: str | None) -> str:
+        """`name`, or the registry's `default_pipeline` when None (a RegistryError when it has none)."""
+        if name is not None:
+            return name
+        if self.default_pipeline is None:
+            raise RegistryError(
+                f"{self.path}: no pipeline named and the registry has no `default_pipeline`",
+                hint=f"name one of: {', '.join(self._pipelines) or '(none)'}",
+            )
+        return self.default_pipeline
+
+    def _meta_part(self, kind: str, block: InlineComponent, architecture: dict[str, Any], where: str) -> Any:
+        """The part `block` declares, its config over `architecture`, built without weights (a model part on the
+        meta device, nothing allocated)."""
+        spec = self.plugin_manager.get(kind, block.plugin).spec
+        declared = merged_config(architecture, block.config)
+        config = validate_config(spec.config, declared, where=f"{where} ({kind} {block.plugin!r})")
+        if kind not in MODEL_KINDS:
+            return self._build_checked(kind, block, config, where)
+        with torch.device("meta"), weights.SkipInitOnMeta():
+            return self._build_checked(kind, block, config, where)
 
     def build_component(
         self, name: str, *, device: torch.device | str = "auto", dtype: torch.dtype | str | None = None
@@ -502,14 +543,8 @@ class Registry:
         problems, built = [], {}
         for kind, block, where, weights_ref in blocks:
             spec = self.plugin_manager.get(kind, block.plugin).spec
-            declared = merged_config(self._stated_architecture(spec, weights_ref, where), block.config)
             try:
-                config = validate_config(spec.config, declared, where=f"{where} ({kind} {block.plugin!r})")
-                if kind in MODEL_KINDS:
-                    with torch.device("meta"), weights.SkipInitOnMeta():
-                        built[where] = self._build_checked(kind, block, config, where)
-                else:
-                    built[where] = self._build_checked(kind, block, config, where)
+                built[where] = self._meta_part(kind, block, self._stated_architecture(spec, weights_ref, where), where)
             except DiffstackError as exc:
                 problems.append(exc.message)
         for name in self._pipelines:

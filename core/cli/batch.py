@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from core.batch.ray_engine import ray_engine
 
-        pipe = registry.build(name, device="cpu")  # reads and checks the jobs; the actors build their own
+        pipe = registry.outline(name)  # reads and checks the jobs without the weights; the actors hold them
         engine = ray_engine(str(registry.path), pipe.name, args.device, args.out, args.workers, args.ray_address)
     else:
         pipe = registry.build(name, device=args.device)

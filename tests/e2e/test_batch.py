@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import core
-from core.batch.jobs import Job
+from core.batch.jobs import Job, read_jobs
+from core.batch.plan import plan
 from core.cli import main
 from core.errors import InputError
 
@@ -119,7 +121,7 @@ def test_at_batch_size_one_an_image_is_the_one_generate_makes(tmp_path: Path) ->
     for k in range(2):
         made = pipe(job["prompt"], seed=7 + k, steps=3, negative_prompt="a square", progress=False).images[0]
         with Image.open(tmp_path / "o" / "images" / f"one-{k}.png") as written:
-            assert list(written.getdata()) == list(made.getdata())
+            assert np.array_equal(np.asarray(written), np.asarray(made))
             assert json.loads(written.text["diffstack"])["seed"] == 7 + k
 
 
@@ -179,3 +181,14 @@ def test_one_seed_per_image(tmp_path: Path) -> None:
     assert listed.settings.seeds == [5, 6] and listed.settings.seed == 5
     with pytest.raises(InputError, match="one integer in .* per image \\(2\\)"):
         pipe(PROMPTS[:2], seed=[5], steps=2)
+
+
+def test_the_outline_the_ray_driver_reads_jobs_with_resolves_them_as_the_built_pipeline(tmp_path: Path) -> None:
+    """`Registry.outline` (no tensor data read) plans the same calls, recipes included, as the built pipeline."""
+    registry = core.load_registry()
+    outline = registry.outline()
+    assert outline.device.type == "meta" and next(outline.denoiser.parameters()).is_meta
+    jobs = write_jobs(tmp_path / "jobs.jsonl", mixed_jobs(6) + [{"prompt": "x", "height": 100}])
+    read = [read_jobs(jobs, pipe) for pipe in (outline, registry.build())]
+    assert read[0][1] == read[1][1] and [b.line for b in read[0][1]] == [7]
+    assert plan(read[0][0], 3, "r") == plan(read[1][0], 3, "r")
