@@ -142,8 +142,9 @@ class Pipeline:
         fewest = self.fewest_steps.get(checked.scheduler, 0)
         if checked.steps < fewest:
             warnings.warn(
-                f"{checked.scheduler} at {checked.steps} steps: on pipeline {self.name!r} it draws the prompt from "
-                f"{fewest} steps (the registry's fewest_steps); use --steps {fewest} or another --scheduler",
+                f"{checked.scheduler} at {checked.steps} step{'s' * (checked.steps != 1)}: on pipeline {self.name!r} "
+                f"it draws the prompt from {fewest} steps (the registry's fewest_steps); use {fewest} or more steps, "
+                "or another scheduler",
                 FewStepsWarning,
                 stacklevel=3,
             )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from core.checkpoint_layout import ANY_VALUE, CheckpointLayout, FileTensor, Unre
 from core.component_spec import ComponentSpec
 from core.devices import placement_dtype
 from core.errors import WeightsError
+from core.images import current_umask
 from core.interfaces import MODEL_KINDS
 from core.validation import MAX_SHOWN, shown
 
@@ -204,8 +206,10 @@ def load_state_dict(path: str | Path, *, device: torch.device | str = "cpu") -> 
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Write a state dict as safetensors (contiguous CPU copies, shared storage broken)."""
+    """Write a state dict as safetensors (contiguous CPU copies, shared storage broken), with the permissions
+    `open(path, "w")` would give (safetensors itself writes 0600)."""
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}, str(path))
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@ reported with its line number and left out; the others run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-from core.errors import DiffstackError, InputError
+from core.errors import DiffstackError, FewStepsWarning, InputError
 from core.generation import MAX_SEED, Settings
 from core.pipeline import Pipeline
 from core.recipe import MAX_PROMPT_CHARS
@@ -28,8 +29,9 @@ from core.validation import describe_errors
 
 MAX_LINE_CHARS = 100_000
 MAX_IMAGES_PER_JOB = 1000
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-"""Job ids name files (`<id>-<k>.png`): letters, digits, `.`, `_`, `-`, at most 100, no leading dot."""
+ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+"""Job ids name files (`<id>-<k>.png`): letters, digits, `.`, `_`, `-`, at most 100, not starting with `.`;
+two ids may not differ only in case (they would share a file on a case-insensitive filesystem)."""
 
 
 class Job(BaseModel):
@@ -38,15 +40,22 @@ class Job(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: StrictStr = Field(max_length=MAX_PROMPT_CHARS)
-    id: StrictStr | None = Field(None, pattern=ID_PATTERN)
+    id: StrictStr | None = Field(None, min_length=1, max_length=100)
     seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
     negative_prompt: StrictStr | None = Field(None, max_length=MAX_PROMPT_CHARS)
     steps: StrictInt | None = Field(None, ge=1)
-    guidance_scale: float | None = Field(None, ge=0, allow_inf_nan=False)
+    guidance_scale: StrictFloat | None = Field(None, ge=0, allow_inf_nan=False)
     height: StrictInt | None = Field(None, gt=0)
     width: StrictInt | None = Field(None, gt=0)
     scheduler: StrictStr | None = Field(None, min_length=1, max_length=200)
     num_images: StrictInt = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
+
+    @field_validator("id")
+    @classmethod
+    def _names_a_file(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith(".") or not set(value) <= ID_CHARACTERS):
+            raise ValueError("an id is letters, digits, '.', '_' and '-', not starting with '.'")
+        return value
 
     def default_id(self) -> str:
         """A 16-hex-digit hash of the job's fields other than `id`: the id of a line that gives none."""
@@ -56,12 +65,14 @@ class Job(BaseModel):
 
 @dataclass(frozen=True)
 class ResolvedJob:
-    """A job that can run: its id, line number and the settings the pipeline resolved for it (one prompt,
-    `num_images` images from seed, seed + 1, …)."""
+    """A job that can run: its id, line number, the settings the pipeline resolved for it (one prompt,
+    `num_images` images from seed, seed + 1, …) and the pipeline's warnings about them (fewer steps than the
+    rule needs on it)."""
 
     id: str
     line: int
     settings: Settings
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def read_jobs(path: Path, pipe: Pipeline) -> tuple[list[ResolvedJob], list[BadLi
     """Every line of `path` (blank lines skipped) → (the jobs that can run on `pipe`, in file order; the lines
     left out and why). An InputError if the file cannot be read at all."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark some editors write is not line 1's
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the jobs file {path}: {exc}", hint="give a UTF-8 JSON-lines file") from None
     jobs: list[ResolvedJob] = []
@@ -93,10 +104,11 @@ def read_jobs(path: Path, pipe: Pipeline) -> tuple[list[ResolvedJob], list[BadLi
         except DiffstackError as exc:
             bad.append(BadLine(number, str(exc).splitlines()[0]))
             continue
-        if job.id in first_line:
-            bad.append(BadLine(number, f"id {job.id!r} is already used by line {first_line[job.id]}"))
+        if job.id.casefold() in first_line:
+            bad.append(BadLine(number, f"id {job.id!r} is already used by line {first_line[job.id.casefold()]}"
+                                       " (ids are compared ignoring case: they name files)"))  # fmt: skip
             continue
-        first_line[job.id] = number
+        first_line[job.id.casefold()] = number
         jobs.append(job)
     return jobs, bad
 
@@ -118,12 +130,18 @@ def parse_line(line: str) -> Job:
 
 
 def resolve(job: Job, line: int, pipe: Pipeline) -> ResolvedJob:
-    """The settings `pipe` resolves for `job` (its defaults filled in, every value checked), or an InputError."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a job's few steps or scheduler swap are its own choice, not news per line
+    """The settings `pipe` resolves for `job` (its defaults filled in, every value checked), or an InputError.
+    The job's images are made `--batch-size` at a time, so the pipeline's limit on images per call does not
+    apply to `num_images` (`MAX_IMAGES_PER_JOB` does)."""
+    if job.seed + job.num_images - 1 > MAX_SEED:
+        raise InputError(f"seed {job.seed} + num_images {job.num_images} runs past the last seed, 2⁶⁴ - 1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FewStepsWarning)
         settings = pipe.settings(
             job.prompt, seed=job.seed, steps=job.steps, guidance_scale=job.guidance_scale,
-            negative_prompt=job.negative_prompt, num_images=job.num_images, height=job.height, width=job.width,
+            negative_prompt=job.negative_prompt, num_images=1, height=job.height, width=job.width,
             scheduler=job.scheduler,
         )  # fmt: skip
-    return ResolvedJob(job.id or job.default_id(), line, settings)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, FewStepsWarning))
+    settings = dataclasses.replace(settings, num_images=job.num_images)
+    return ResolvedJob(job.id or job.default_id(), line, settings, notes)

@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from core.batch.plan import IMAGES, Item
-from core.images import RECIPE_KEY
+from core.images import RECIPE_KEY, current_umask
 
 MANIFEST = "manifest.jsonl"
 Key = tuple[str, int]
@@ -48,9 +48,9 @@ def done_sha256(out: Path, item: Item) -> str | None:
 
 
 def remove_partial(out: Path) -> int:
-    """Delete the temporary files a killed run left in `out/images` → how many."""
+    """Delete the temporary files a killed run left (images and manifest being written) → how many."""
     folder = out / IMAGES
-    partial = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    partial = [*out.glob(f".{MANIFEST}.*.tmp"), *(folder.glob(".*.tmp") if folder.is_dir() else [])]
     for path in partial:
         path.unlink(missing_ok=True)
     return len(partial)
@@ -77,6 +77,7 @@ def write_manifest(out: Path, entries: list[dict[str, Any]]) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        os.chmod(temporary, 0o666 & ~current_umask())  # as open(path, "w") would, not mkstemp's 0600
         os.replace(temporary, out / MANIFEST)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

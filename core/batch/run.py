@@ -68,13 +68,15 @@ def run_batch(
     strict: bool = False,
     progress: bool = False,
     on_bad_line: Callable[[BadLine], None] = lambda bad: None,
+    on_warning: Callable[[list[int], str], None] = lambda lines, message: None,
 ) -> BatchReport:
     """Make every image of `jobs_file` with `pipe` into `out`, skipping the images already there and valid.
 
     `pipe` resolves and checks every job, and makes the images unless another `engine` is given (default:
     `local_engine(pipe, out)`); `registry` is
     the registry file recorded in each PNG's recipe. Each line left out is passed to `on_bad_line`; with
-    `strict`, any such line stops the batch before anything runs (an InputError).
+    `strict`, any such line stops the batch before anything runs (an InputError). Each distinct warning about
+    the jobs' settings goes once to `on_warning`, with the numbers of the lines it applies to.
     """
     began = time.perf_counter()
     if batch_size < 1:
@@ -87,6 +89,12 @@ def run_batch(
                          hint="fix the lines above, or drop --strict to run the others")  # fmt: skip
     if not jobs:
         raise InputError(f"{jobs_file} has no job that can run", hint='one JSON object per line: {"prompt": "…"}')
+    warned: dict[str, list[int]] = {}
+    for job in jobs:
+        for message in job.warnings:
+            warned.setdefault(message, []).append(job.line)
+    for message, lines in warned.items():
+        on_warning(lines, message)
     calls = plan(jobs, batch_size, registry)
     (out / IMAGES).mkdir(parents=True, exist_ok=True)
     remove_partial(out)

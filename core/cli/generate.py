@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from core.cli.shared import plugin_manager
+from core.cli.shared import check_writable, plugin_manager
 from core.devices import resolve_device
 from core.errors import InputError
 from core.images import contact_sheet, read_recipe, save_png
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         problem = "is a folder" if out.is_dir() else "already exists"
         raise InputError(f"--out {out} {problem}", hint="pass --overwrite, or choose another --out")
     registry = load_registry(args.registry, plugin_manager=plugin_manager(args))
-    _check_writable(out.parent if single_file else out)
+    check_writable(out.parent if single_file else out, "--out")
     if args.from_png and request["pipeline"] not in registry.pipeline_names:
         made_with = read_recipe(Path(args.from_png)).get("registry")
         raise InputError(
@@ -167,20 +166,6 @@ def _request(args: argparse.Namespace) -> tuple[dict[str, Any], int | None, bool
     first = stored.seed if stored.batch_seed is None else stored.batch_seed
     request.update(seed=first, num_images=stored.batch_size or 1)
     return request, stored.batch_index or 0, False
-
-
-def _check_writable(folder: Path) -> None:
-    """An InputError unless `folder` can be written to, or created and written to; creates nothing."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the folder, or where it would go
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    if problem is not None:
-        raise InputError(
-            f"cannot write to output folder {folder}: {problem}", hint="choose another --out, or fix its permissions"
-        )
 
 
 def _open_image(path: str) -> Image.Image:

@@ -1,13 +1,16 @@
-"""What several commands share: the plugin manager they report on, and plain-text tables."""
+"""What several commands share: the plugin manager they report on, the output-folder check, plain-text
+tables."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from core.errors import PluginWarning
+from core.errors import InputError, PluginWarning
 from core.plugin_manager import PluginManager
 
 
@@ -28,3 +31,18 @@ def table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
     )
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """An InputError naming `flag` unless `folder` can be written to, or created and written to; creates nothing."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the folder, or where it would go
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem is not None:
+        raise InputError(
+            f"cannot write to output folder {flag} {folder}: {problem}",
+            hint=f"choose another {flag}, or fix its permissions",
+        )

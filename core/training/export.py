@@ -7,6 +7,7 @@ plugin and config they were trained with, so a later stage (or the registry bloc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from core.create import create
 from core.errors import WeightsError
+from core.images import current_umask
 from core.weights import load_into, load_state_dict
 
 
@@ -36,6 +38,7 @@ def save_component(
     metadata = {"kind": kind, "plugin": plugin, "config": json.dumps(config)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~current_umask())  # as open(path, "w") would; safetensors writes 0600
 
 
 def component_info(path: str | Path) -> dict[str, Any]:

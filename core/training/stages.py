@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from torch import nn
 
 from core import schedules
 from core.create import create
+from core.errors import WeightsError
 from core.interfaces import Dataset
 from core.training.autoencoder import KLAutoencoderObjective, TrainableAutoencoder, latent_scale, psnr
 from core.training.contrastive import ContrastiveObjective
@@ -48,6 +50,17 @@ WEIGHT_FILES: dict[str, str] = {
     "unet": "denoiser.safetensors",
 }
 """stage → the file of the model's folder it writes (the decoder stage rewrites the vae stage's)."""
+
+
+def trained(model_dir: Path, stage: str, *, device: torch.device | str = "cpu") -> nn.Module:
+    """The component an earlier stage wrote into `model_dir`, or a WeightsError naming the stage to train."""
+    path = model_dir / WEIGHT_FILES[stage]
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file", hint=f"train that stage first: diffstack train {stage} "
+                           f"--model-dir {model_dir}")  # fmt: skip
+    return load_component(path, device=device)
+
+
 KINDS: dict[str, str] = {stage: STAGE_MODELS[stage].kind for stage in STAGES}
 """stage → the kind of component it exports."""
 
@@ -100,7 +113,7 @@ def run_vae(
         plugin=stage.plugin,
         config=exported,
     )
-    encoder = load_component(model_dir / WEIGHT_FILES["vae"], device=device)
+    encoder = trained(model_dir, "vae", device=device)
     return {"result": result, "psnr": vae_psnr(encoder, images), "scaling_factor": scale}
 
 
@@ -146,8 +159,8 @@ def unet_cache(
     path = out / "cache.safetensors"
     if path.exists():
         return load_state_dict(path)
-    encoder = load_component(model_dir / WEIGHT_FILES["vae"], device=device)
-    text = load_component(model_dir / WEIGHT_FILES["clip"], device=device)
+    encoder = trained(model_dir, "vae", device=device)
+    text = trained(model_dir, "clip", device=device)
     items = dataset(data, "train", seed + TRAIN_SEED_OFFSET, n)
     latents, captions = cache_latents(encoder, items, n, device=device)
     caption_index, contexts, uncond = cache_contexts(text, captions)
@@ -164,7 +177,7 @@ def run_unet(
     """Train the denoiser on cached latents and contexts, export its EMA weights (float16); returns
     {"result", "latent_std"}."""
     stage = recipe.unet
-    text = load_component(model_dir / WEIGHT_FILES["clip"])
+    text = trained(model_dir, "clip")
     unet_config = {**stage.config, "cross_attention_dim": text.embedding_dim}
     with main_first():  # rank 0 writes the cache, the others read it
         cache = unet_cache(recipe.dataset, model_dir, out, stage.cached_images, config.seed, device)

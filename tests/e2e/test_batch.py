@@ -192,3 +192,30 @@ def test_the_outline_the_ray_driver_reads_jobs_with_resolves_them_as_the_built_p
     read = [read_jobs(jobs, pipe) for pipe in (outline, registry.build())]
     assert read[0][1] == read[1][1] and [b.line for b in read[0][1]] == [7]
     assert plan(read[0][0], 3, "r") == plan(read[1][0], 3, "r")
+
+
+def test_what_a_first_user_tripped_over(tmp_path: Path, capsys) -> None:
+    """--out that is a file: one message, exit 2; --workers without ray: refused; a byte-order mark; ids that
+    differ only in case; a job over the pipeline's per-call limit of 64; warnings grouped with their lines;
+    a killed run's temporary manifest removed; files readable by others as a plain write would make them."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": "a red circle", "steps": 2}])
+    assert main(["batch", str(jobs), "--out", str(jobs)]) == 2
+    assert "cannot write to output folder --out" in capsys.readouterr().err
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "o"), "--workers", "2"]) == 2
+    assert "--workers applies to --engine ray" in capsys.readouterr().err
+    lines = [{"prompt": "a red circle", "id": "A", "steps": 1, "num_images": 65}, {"prompt": "x", "id": "a"},
+             {"prompt": "a blue square", "id": "b", "steps": 1}]  # fmt: skip
+    jobs.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(line) + "\n" for line in lines).encode())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".manifest.jsonl.x1y2.tmp").write_text("left by a killed run")
+    previous = os.umask(0o022)
+    try:
+        assert main(["batch", str(jobs), "--out", str(out), "--batch-size", "33"]) == 3
+    finally:
+        os.umask(previous)
+    err = capsys.readouterr().err
+    assert "line 2: id 'a' is already used by line 1" in err and "line 1:" not in err.replace("by line 1", "")
+    assert "warning: " + str(jobs) + ":lines 1, 3: ddim at 1 step: on pipeline 'shapes-tiny'" in err
+    assert len(images(out)) == 66 and not list(out.glob(".*.tmp"))
+    assert (out / "manifest.jsonl").stat().st_mode & 0o777 == 0o644

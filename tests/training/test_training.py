@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,14 @@ def test_attribute_accuracy_of_a_perfect_and_a_blind_generator() -> None:
 def test_labelled_grid_layout() -> None:
     sheet = evaluate.labelled_grid(torch.zeros(6, 3, 64, 64), ["a", "b"], 3, label_width=100, gap=2)
     assert sheet.size == (100 + 3 * 66, 2 * 66)
+
+
+def test_checkpoints_get_the_permissions_a_plain_write_would(tmp_path) -> None:
+    """safetensors writes 0600; the loop's files are readable as `open(path, "w")` would make them (a shared
+    filesystem's other readers need that)."""
+    previous = os.umask(0o022)
+    try:
+        train(vae_objective(), TrainConfig(steps=1, batch_size=2), tmp_path, progress=False)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / CHECKPOINT).stat().st_mode & 0o777 == 0o644
