@@ -3,8 +3,9 @@
     DIR/images/<id>-<k>.png    written atomically (a temporary file renamed into place), with its recipe
     DIR/manifest.jsonl         one line per image: id, k, file, sha256, recipe, seconds, worker
 
-An image counts as done only when its file decodes whole and carries exactly the recipe its job line asks
-for; anything else (a truncated file, another job's image, a temporary file left by a killed run) is redone.
+An image counts as done only when its file decodes whole, carries exactly the recipe its job line asks for
+and, when the manifest lists it, still has the SHA-256 listed; anything else (a truncated or edited file,
+another job's image, a temporary file left by a killed run) is redone.
 The manifest is appended to as images are written and rewritten whole, in plan order, when the batch starts
 and when it ends, so a run killed at any point leaves a manifest the next run can repair.
 """

@@ -106,9 +106,10 @@ def run_batch(
         for item in call.items:
             key = (item.job, item.k)
             sha256 = done_sha256(out, item)
-            if sha256 is None:
+            listed_sha256 = listed.get(key, {}).get("sha256")
+            if sha256 is None or listed_sha256 not in (None, sha256):  # unreadable, or changed since it was listed
                 todo.append(key)
-            elif listed.get(key, {}).get("sha256") == sha256 and listed[key].get("recipe") == item.recipe:
+            elif listed_sha256 == sha256 and listed[key].get("recipe") == item.recipe:
                 done[key] = listed[key]
             else:
                 done[key] = entry(item, sha256, None, None)

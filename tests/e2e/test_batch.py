@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import core
 from core.batch.jobs import Job, read_jobs
@@ -50,6 +50,12 @@ def mixed_jobs(n: int) -> list[dict]:
             job["negative_prompt"] = "a circle"
         jobs.append(job)
     return jobs
+
+
+def recipe_chunk(image: Image.Image) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("diffstack", image.text["diffstack"])  # type: ignore[attr-defined]
+    return info
 
 
 def images(out: Path) -> dict[str, bytes]:
@@ -133,9 +139,13 @@ def test_damaged_and_foreign_images_are_redone_and_the_rest_left_alone(tmp_path:
     (folder / "job00-0.png").write_bytes(original["job00-0.png"][:300])  # cut short
     (folder / "job01-1.png").write_bytes(original["job02-0.png"])  # another job's image
     (folder / ".job03-0.png.abc.tmp").write_bytes(b"partial")  # left by a killed write
+    edited = Image.open(folder / "job03-1.png")
+    edited.putpixel((0, 0), (1, 2, 3))
+    edited.save(folder / "job03-1.png", pnginfo=recipe_chunk(edited))  # same recipe, other pixels
     with (out / "manifest.jsonl").open("a") as f:
         f.write('{"id": "job03", "k"')  # a line cut short
-    untouched = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name not in ("job00-0.png", "job01-1.png")}
+    redone = ("job00-0.png", "job01-1.png", "job03-1.png")
+    untouched = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name not in redone}
     untouched.pop(".job03-0.png.abc.tmp")
     time.sleep(0.01)
     assert main(["batch", str(jobs), "--out", str(out)]) == 0
