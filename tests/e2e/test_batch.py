@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from batch_jobs import PROMPTS, images, manifest, mixed_jobs, write_jobs
 from PIL import Image, PngImagePlugin
 
 import core
@@ -24,46 +25,12 @@ from core.cli import main
 from core.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore::core.errors.FewStepsWarning", "ignore::core.errors.SwapWarning")
-PROMPTS = [
-    "a large red circle on a blue background",
-    "a small green square on a white background",
-    "a blue triangle on a yellow background",
-    "a large white circle on a black background",
-]
-
-
-def write_jobs(path: Path, jobs: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
-    return path
-
-
-def mixed_jobs(n: int) -> list[dict]:
-    """n jobs of 2 images with mixed settings (few steps, to stay fast)."""
-    jobs = []
-    for i in range(n):
-        job = {"prompt": PROMPTS[i % 4], "id": f"job{i:02d}", "seed": 10 * i, "num_images": 2, "steps": 3 + i % 2}
-        if i % 3 == 1:
-            job["guidance_scale"] = 2.5
-        if i % 5 == 2:
-            job["scheduler"] = "euler"
-        if i % 4 == 3:
-            job["negative_prompt"] = "a circle"
-        jobs.append(job)
-    return jobs
 
 
 def recipe_chunk(image: Image.Image) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     info.add_text("diffstack", image.text["diffstack"])  # type: ignore[attr-defined]
     return info
-
-
-def images(out: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted((out / "images").iterdir())}
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
 def test_bad_lines_are_reported_with_their_numbers_and_the_others_run(tmp_path: Path, capsys) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_jobs import images, made, manifest, mixed_jobs
 
 import core.batch.ray_engine
 from core.batch.run import Engine, Pending
@@ -30,42 +31,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::core.errors.FewStepsWarning", "ignore::core.errors.SwapWarning"),
 ]
-PROMPTS = [
-    "a large red circle on a blue background",
-    "a small green square on a white background",
-    "a blue triangle on a yellow background",
-    "a large white circle on a black background",
-]
 JOBS = 40
 IMAGES = 2 * JOBS
-
-
-def mixed_jobs(n: int) -> list[dict]:
-    """n jobs of 2 images, ids given, with mixed steps, guidance, scheduler and negative prompt (few steps)."""
-    jobs = []
-    for i in range(n):
-        job = {"prompt": PROMPTS[i % 4], "id": f"job{i:02d}", "seed": 10 * i, "num_images": 2, "steps": 4 + i % 3}
-        if i % 3 == 1:
-            job["guidance_scale"] = 2.5
-        if i % 5 == 2:
-            job["scheduler"] = "euler"
-        if i % 4 == 3:
-            job["negative_prompt"] = "a circle"
-        jobs.append(job)
-    return jobs
-
-
-def images(out: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted((out / "images").iterdir())}
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-
-
-def made(out: Path) -> set[tuple]:
-    """What the manifest says was made, less how long it took and where: (id, k, file, sha256, recipe)."""
-    return {(e["id"], e["k"], e["file"], e["sha256"], json.dumps(e["recipe"], sort_keys=True)) for e in manifest(out)}
 
 
 def batch(jobs: Path, out: Path, *options: str) -> list[str]:
