@@ -13,6 +13,7 @@ and when it ends, so a run killed at any point leaves a manifest the next run ca
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -37,10 +38,9 @@ def entry(item: Item, sha256: str, seconds: float | None, worker: str | None) ->
 
 def done_sha256(out: Path, item: Item) -> str | None:
     """The SHA-256 of `item`'s PNG when it is there, decodes whole and carries `item.recipe`; else None."""
-    path = out / item.file
     try:
-        data = path.read_bytes()
-        with Image.open(path) as image:
+        data = (out / item.file).read_bytes()
+        with Image.open(io.BytesIO(data)) as image:  # the bytes read once serve the decode and the hash
             image.load()
             recipe = json.loads(image.text.get(RECIPE_KEY, "null"))
     except (OSError, ValueError, SyntaxError, AttributeError):
