@@ -75,26 +75,24 @@ class GaussianDataDenoiser:
 
     def exact_state(self, timestep: float) -> torch.Tensor:
         """The exact solution through the run's start at `timestep`, (B, C, h, w) in float64."""
-        x, t = self._start()
-        a, sigma = self.scales(t)
-        z = (x - a * MU) / (a**2 * S**2 + sigma**2) ** 0.5
         a, sigma = self.scales(timestep)
-        return a * MU + (a**2 * S**2 + sigma**2) ** 0.5 * z
+        return a * MU + (a**2 * S**2 + sigma**2) ** 0.5 * self._invariant()
 
     def exact_ends(self) -> dict[str, torch.Tensor]:
         """The exact ends of the run from the start, (B, C, h, w) in float64: "state at t = 0", "x̂0 at t = 0"
         (E[x0 | x_0], where a jump from t = 0 to σ = 0 lands) and "σ = 0" (the ODE's limit μ + s·z)."""
-        x, t = self._start()
-        a, sigma = self.scales(t)
         state = self.exact_state(0)
         a0, sigma0 = self.scales(0)
         return {
             "state at t = 0": state,
             "x̂0 at t = 0": MU + a0 * S**2 * (state - a0 * MU) / (a0**2 * S**2 + sigma0**2),
-            "σ = 0": MU + S * (x - a * MU) / (a**2 * S**2 + sigma**2) ** 0.5,
+            "σ = 0": MU + S * self._invariant(),
         }
 
-    def _start(self) -> tuple[torch.Tensor, float]:
+    def _invariant(self) -> torch.Tensor:
+        """z = (x_t − a·μ) / √(a²s² + σ²) of the run's start, which the exact flow keeps."""
         if self.start is None:
             raise DiffstackError("no run yet: the exact solution passes through a run's first state")
-        return self.start
+        x, t = self.start
+        a, sigma = self.scales(t)
+        return (x - a * MU) / (a**2 * S**2 + sigma**2) ** 0.5
